@@ -1,0 +1,42 @@
+# Everything a fresh machine needs, behind two commands (README): `make run` and `make test`.
+# Both create or reuse the virtual environment in $(VENV).
+VENV ?= .venv
+PYTHON ?= python3
+# Exact torch pin installed before the package: on the CI/dev machines this is the local CPU wheel; an
+# unpinned torch would pull the multi-GB CUDA build. Override on a GPU box: make TORCH_SPEC="torch==2.13.0".
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+TUNE := $(VENV)/bin/tune
+STAMP := $(VENV)/.tandem-installed
+
+export HF_DATASETS_OFFLINE ?= 1
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup run prepare test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# `tune run recipes/x.py` imports the module `recipes.x`; torchtune's wheel ships a package named
+	# `recipes` too, so put this repo first on sys.path inside the venv (README: "Why a .pth file").
+	echo "import sys; sys.path.insert(0, '$(CURDIR)')" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tandem_recipes.pth"
+	touch $(STAMP)
+
+# Data preparation (tokenizer + token shards) for the embedded corpus.
+prepare: $(STAMP)
+	$(TUNE) run recipes/prepare_data.py --config configs/data/embedded.yaml
+
+# The main job: prepare the embedded corpus, learn a mixture (stage 1), train on it (stage 2).
+run: prepare
+	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage1.yaml
+	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage2.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs data/shards

@@ -1,0 +1,37 @@
+"""The few collective operations the mixture learner needs, as no-ops in a single process.
+
+α must be bit-identical on every rank: each rank computes per-domain loss *sums and token counts* on its
+share of the probe batch, these are summed over ranks, and only then divided and turned into Δ. Every
+rank then takes the same deterministic α step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    if is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    return rank_and_world_size()[0] == 0
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks in place (no-op in one process); returns it for chaining."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

@@ -1,0 +1,73 @@
+"""Per-domain losses from ONE forward pass.
+
+A batch mixes domains; each sample carries its domain id. The per-token cross-entropy is summed per
+sample, then segment-reduced into per-domain sums and token counts with ``index_add`` (no Python loop
+over domains). Sums and counts, rather than means, are returned so that they can be all-reduced across
+ranks before dividing (α must be identical on every rank).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class DomainLosses:
+    """Losses of one batch.
+
+    Attributes:
+        mean: scalar, token-mean cross-entropy over the whole batch (differentiable: what is trained on).
+        sums: (M,) float64, summed per-token loss of each domain (detached).
+        counts: (M,) float64, number of target tokens of each domain.
+    """
+
+    mean: torch.Tensor
+    sums: torch.Tensor
+    counts: torch.Tensor
+
+    def per_domain(self) -> torch.Tensor:
+        """(M,) mean loss per domain in nats/token; NaN for a domain with no tokens in the batch."""
+        return self.sums / self.counts  # 0/0 -> NaN marks "domain absent", callers decide what to do
+
+
+def per_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) cross-entropy in float32; 0 where ``labels == IGNORE_INDEX``."""
+    b, t, v = logits.shape
+    loss = F.cross_entropy(
+        logits.reshape(b * t, v).float(), labels.reshape(b * t), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return loss.view(b, t)
+
+
+def domain_losses(
+    logits: torch.Tensor, labels: torch.Tensor, domain_ids: torch.Tensor, num_domains: int
+) -> DomainLosses:
+    """Loss of a mixed batch, overall (for backward) and per domain (for Δ and logging).
+
+    Args:
+        logits: (B, T, V) model outputs.
+        labels: (B, T) targets, ``IGNORE_INDEX`` where no loss is taken (e.g. SFT prompts).
+        domain_ids: (B,) int64 domain of each sample.
+        num_domains: M.
+    """
+    token_loss = per_token_loss(logits, labels)
+    valid = (labels != IGNORE_INDEX).to(token_loss.dtype)
+    sample_sums = token_loss.sum(dim=1)
+    sample_counts = valid.sum(dim=1)
+    mean = sample_sums.sum() / sample_counts.sum().clamp_min(1.0)
+    sums = torch.zeros(num_domains, dtype=torch.float64, device=logits.device)
+    counts = torch.zeros(num_domains, dtype=torch.float64, device=logits.device)
+    sums.index_add_(0, domain_ids, sample_sums.detach().double())
+    counts.index_add_(0, domain_ids, sample_counts.double())
+    return DomainLosses(mean=mean, sums=sums, counts=counts)
+
+
+def model_domain_losses(model: torch.nn.Module, batch, num_domains: int) -> DomainLosses:
+    """Forward ``batch`` (a ``loader.Batch``) through ``model`` and reduce the loss per domain."""
+    logits = model(batch.tokens)
+    return domain_losses(logits, batch.labels, batch.domain_ids, num_domains)

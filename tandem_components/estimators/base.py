@@ -1,0 +1,57 @@
+"""The interface every mixture learner implements: a hypergradient Δ per domain.
+
+The recipe's loop is the same for every learner (METHOD.md, "Algorithm"):
+
+    for each episode of E steps:
+        estimator.begin_episode()                   # TANDEM: sync w <- u
+        for k in range(E):
+            proxy step on an α-weighted train batch
+            if k < K: estimator.probe_step(train_batch, val_batch)   # TANDEM: one reference step
+            if k == K - 1:
+                Δ = estimator.delta(probe_batch)    # (M,), one value per domain
+                α = mixture.step(Δ)                 # larger Δ -> less weight
+
+Conventions: Δ is a *descent direction's gradient*: the mixture moves α against it, so a domain the
+learner wants more of gets a smaller (more negative) Δ. A learner with ``updates_mixture = False``
+(a fixed mixture) never steps α.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+
+class HypergradientEstimator(ABC):
+    #: name used by the config key ``mixture.learner`` and written into the export's provenance
+    name: str = ""
+    #: whether α is updated at all (False for fixed mixtures)
+    updates_mixture: bool = True
+    #: whether ``probe_step`` needs validation batches (the recipe only samples them if so)
+    uses_validation_batches: bool = False
+
+    def begin_episode(self) -> None:
+        """Called at the first step of every episode."""
+
+    def probe_step(self, train_batch, val_batch) -> dict[str, float]:
+        """Extra work at each of the K probing steps, after the proxy's step on ``train_batch``.
+
+        Returns metrics to log (name -> float).
+        """
+        return {}
+
+    @abstractmethod
+    def delta(self, probe_batch) -> torch.Tensor:
+        """Δ, shape (M,) float64, identical on every rank (reduce across ranks before returning)."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Settings recorded in the mixture export's provenance."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,85 @@
+"""TANDEM's hypergradient: Δ_m = γ · (L^m(w_K) − L^m(u_K)).
+
+The reference w sees the validation data the proxy u does not (METHOD.md): at each of the K probing
+steps, after the proxy's step on the α-weighted train batch, w takes one step on
+
+    ∇ L_val(w) + γ ∇ L_train(α, w)
+
+on the *same* train batch (paired, so that the twins differ only by the validation signal) plus a
+validation batch. At step K both twins are evaluated on one paired probe batch (the same train tokens
+of every domain for both), per-domain loss sums and counts are all-reduced across ranks, and
+
+    Δ_m = γ · (L^m(w) − L^m(u))
+
+A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
+A domain absent from the probe batch keeps its previous Δ (no NaN reaches α).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tandem_components.distributed import all_reduce_sum
+from tandem_components.domain_loss import DomainLosses, model_domain_losses
+from tandem_components.estimators.base import HypergradientEstimator
+from tandem_components.twins import TwinModels
+
+
+class TandemEstimator(HypergradientEstimator):
+    name = "tandem"
+    uses_validation_batches = True
+
+    def __init__(
+        self,
+        twins: TwinModels,
+        num_domains: int,
+        gamma: float = 1.0,
+        max_grad_norm: float | None = None,
+        forward: Callable[..., DomainLosses] = model_domain_losses,
+    ):
+        self.twins = twins
+        self.num_domains = num_domains
+        self.gamma = float(gamma)
+        self.max_grad_norm = max_grad_norm
+        self.forward = forward
+        self.last_delta = torch.zeros(num_domains, dtype=torch.float64)
+
+    def begin_episode(self) -> None:
+        self.twins.sync()
+
+    def probe_step(self, train_batch, val_batch) -> dict[str, float]:
+        """One reference step on γ·L_train(α, w) + L_val(w)."""
+        reference, optimizer = self.twins.reference, self.twins.reference_optimizer
+        train = self.forward(reference, train_batch, self.num_domains)
+        val = self.forward(reference, val_batch, self.num_domains)
+        loss = val.mean + self.gamma * train.mean
+        loss.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), self.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"reference/train_loss": float(train.mean.detach()), "reference/val_loss": float(val.mean.detach())}
+
+    @torch.no_grad()
+    def delta(self, probe_batch) -> torch.Tensor:
+        ref = self.forward(self.twins.reference, probe_batch, self.num_domains)
+        prx = self.forward(self.twins.proxy, probe_batch, self.num_domains)
+        # One collective for all three vectors; every rank then holds the same global sums.
+        stats = all_reduce_sum(torch.stack([ref.sums, prx.sums, ref.counts]))
+        ref_sums, prx_sums, counts = stats.cpu().unbind(0)
+        present = counts > 0
+        delta = self.last_delta.clone()
+        delta[present] = self.gamma * (ref_sums[present] - prx_sums[present]) / counts[present]
+        self.last_delta = delta
+        return delta.clone()
+
+    def hyperparameters(self) -> dict:
+        return {"gamma": self.gamma}
+
+    def state_dict(self) -> dict:
+        return {"last_delta": self.last_delta.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_delta = state["last_delta"].clone().to(torch.float64)

@@ -1,0 +1,121 @@
+"""Per-domain evaluation: validation loss and perplexity of every domain, their mean, and the table.
+
+The paper reports per-domain validation perplexity and its average over domains; both are here, with
+the mean loss. Evaluation windows are fixed (``loader.eval_windows``) so numbers are comparable across
+steps, runs and mixtures.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from tandem_components.atomic import atomic_write_text
+from tandem_components.domain_loss import DomainLosses, model_domain_losses
+
+
+@dataclass
+class DomainEval:
+    loss: float  # nats per token
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+
+@dataclass
+class EvalResult:
+    step: int
+    per_domain: dict[str, DomainEval]
+
+    @property
+    def mean_loss(self) -> float:
+        return sum(e.loss for e in self.per_domain.values()) / len(self.per_domain)
+
+    @property
+    def mean_perplexity(self) -> float:
+        """Average of the per-domain perplexities (the paper's "avg ppl")."""
+        return sum(e.perplexity for e in self.per_domain.values()) / len(self.per_domain)
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        out = {f"{prefix}/{d}/loss": e.loss for d, e in self.per_domain.items()}
+        out.update({f"{prefix}/{d}/ppl": e.perplexity for d, e in self.per_domain.items()})
+        out[f"{prefix}/mean_loss"] = self.mean_loss
+        out[f"{prefix}/mean_ppl"] = self.mean_perplexity
+        return out
+
+    def rows(self) -> list[dict]:
+        rows = [
+            {"domain": d, "loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens}
+            for d, e in self.per_domain.items()
+        ]
+        rows.append({"domain": "MEAN", "loss": self.mean_loss, "perplexity": self.mean_perplexity, "tokens": ""})
+        return rows
+
+    def format_table(self) -> str:
+        lines = [f"{'domain':<14} {'val loss':>9} {'val ppl':>10} {'tokens':>9}", "-" * 45]
+        for r in self.rows():
+            if r["domain"] == "MEAN":
+                lines.append("-" * 45)
+            lines.append(f"{r['domain']:<14} {r['loss']:>9.4f} {r['perplexity']:>10.2f} {str(r['tokens']):>9}")
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | Path, stem: str = "eval") -> tuple[Path, Path]:
+        """Write ``<stem>.json`` and ``<stem>.csv`` atomically."""
+        out_dir = Path(out_dir)
+        doc = {"step": self.step, "mean_loss": self.mean_loss, "mean_perplexity": self.mean_perplexity, "domains": {
+            d: {"loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens} for d, e in self.per_domain.items()
+        }}
+        json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+        atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["domain", "loss", "perplexity", "tokens"])
+        writer.writeheader()
+        writer.writerows(self.rows())
+        atomic_write_text(csv_path, buf.getvalue())
+        return json_path, csv_path
+
+
+@torch.no_grad()
+def evaluate_per_domain(
+    model: torch.nn.Module,
+    domain_batches: Sequence,
+    domains: Sequence[str],
+    batch_size: int,
+    step: int = 0,
+    device: torch.device | str = "cpu",
+    forward: Callable[..., DomainLosses] = model_domain_losses,
+) -> EvalResult:
+    """Loss of ``model`` on each domain's fixed evaluation windows.
+
+    Args:
+        domain_batches: one ``Batch`` per domain holding all of its windows (``loader.eval_windows``).
+        batch_size: windows per forward pass.
+    """
+    was_training = model.training
+    model.eval()
+    m = len(domains)
+    sums = torch.zeros(m, dtype=torch.float64)
+    counts = torch.zeros(m, dtype=torch.float64)
+    for batch in domain_batches:
+        for start in range(0, batch.tokens.shape[0], batch_size):
+            end = start + batch_size
+            chunk = dataclasses.replace(
+                batch, tokens=batch.tokens[start:end], labels=batch.labels[start:end],
+                domain_ids=batch.domain_ids[start:end],
+            )
+            losses = forward(model, chunk.to(device), m)
+            sums += losses.sums.cpu()
+            counts += losses.counts.cpu()
+    model.train(was_training)
+    per_domain = {d: DomainEval(loss=float(sums[i] / counts[i]), tokens=int(counts[i])) for i, d in enumerate(domains)}
+    return EvalResult(step=step, per_domain=per_domain)

@@ -1,0 +1,390 @@
+"""The α-weighted multi-domain loader: where the loader reads α.
+
+Training batches are drawn in-process (no worker threads) so that ``set_weights(α)`` takes effect at the
+very next batch and the state (one random generator, the current α, token counters) resumes exactly.
+
+Sampling of one training batch of B sequences of T tokens:
+    1. B domain ids ~ Categorical(α), with the loader's generator;
+    2. for each sample of domain m, a window start uniform in ``[0, n_m - T - 1]`` where
+       ``n_m = min(len(domain m), token_budget[m])``; the window holds T + 1 tokens;
+    3. ``tokens = window[:-1]``, ``labels = window[1:]`` (next-token targets).
+
+Random state: a numpy ``Generator(PCG64)`` seeded from ``SeedSequence([seed, rank, stream])``, where
+``stream`` tells the training loader from the per-domain sampler apart (same seed, different windows).
+Its state is plain python ints, so checkpoints load with ``torch.load(weights_only=True)``; it draws
+exact (unbiased) integers with a per-sample upper bound in one vectorised call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torchdata.nodes import BaseNode
+
+from tandem_components.errors import TandemError
+
+_STREAM_TRAIN = 0
+_STREAM_PER_DOMAIN = 1
+_SUM_TOL = 1e-6
+
+
+@dataclass
+class Batch:
+    """A batch of B windows of T tokens.
+
+    Attributes:
+        tokens: (B, T) int64 input ids.
+        labels: (B, T) int64 next-token targets (``tokens`` shifted left by one).
+        domain_ids: (B,) int64 index into the domain list.
+    """
+
+    tokens: torch.LongTensor
+    labels: torch.LongTensor
+    domain_ids: torch.LongTensor
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(
+            tokens=self.tokens.to(device, non_blocking=non_blocking),
+            labels=self.labels.to(device, non_blocking=non_blocking),
+            domain_ids=self.domain_ids.to(device, non_blocking=non_blocking),
+        )
+
+
+# ---- shared validation / indexing helpers ----------------------------------------------------------------
+def _check_int(x, name: str, minimum: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TandemError(f"{name}: expected an integer >= {minimum}, got {x!r}")
+    if int(x) < minimum:
+        raise TandemError(f"{name}: expected an integer >= {minimum}, got {x}")
+    return int(x)
+
+
+def _check_domains(domain_tokens) -> list[np.ndarray]:
+    if isinstance(domain_tokens, np.ndarray) or not isinstance(domain_tokens, Sequence) or len(domain_tokens) == 0:
+        raise TandemError("domain_tokens: expected a non-empty list of 1-D token arrays, one per domain")
+    arrays = []
+    for m, a in enumerate(domain_tokens):
+        if not isinstance(a, np.ndarray):
+            raise TandemError(f"domain_tokens[{m}]: expected a numpy array (np.memmap), got {type(a).__name__}")
+        if a.ndim != 1:
+            raise TandemError(f"domain_tokens[{m}]: expected a 1-D token array, got shape {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise TandemError(f"domain_tokens[{m}]: expected an integer token dtype, got {a.dtype}")
+        arrays.append(a)
+    return arrays
+
+
+def _effective_lengths(arrays: list[np.ndarray], token_budget, seq_len: int) -> np.ndarray:
+    """n_m = min(len, budget_m) per domain, each >= T + 1, as int64."""
+    m = len(arrays)
+    if token_budget is None:
+        token_budget = [None] * m
+    if isinstance(token_budget, (str, bytes)) or not isinstance(token_budget, Sequence) or len(token_budget) != m:
+        raise TandemError(
+            f"token_budget: expected a list of {m} entries (int or None, one per domain), got {token_budget!r}"
+        )
+    lengths = np.empty(m, dtype=np.int64)
+    for i, (a, b) in enumerate(zip(arrays, token_budget)):
+        if b is None:
+            n = len(a)
+        else:
+            b = _check_int(b, f"token_budget[{i}]", 1)
+            n = min(len(a), b)
+        if n < seq_len + 1:
+            where = f"token_budget[{i}]={b}" if b is not None and b < len(a) else f"length {len(a)}"
+            raise TandemError(
+                f"domain_tokens[{i}]: expected at least seq_len + 1 = {seq_len + 1} tokens within its budget, "
+                f"got {where}"
+            )
+        lengths[i] = n
+    return lengths
+
+
+def _gather_windows(
+    arrays: list[np.ndarray], domain_ids: np.ndarray, starts: np.ndarray, seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows ``arrays[d][s : s + T + 1]`` -> (tokens, labels), each (B, T) int64."""
+    out = np.empty((len(starts), seq_len + 1), dtype=np.int64)
+    # One slice copy per sample (B of them, not per token): contiguous reads from the memmap.
+    for i, (d, s) in enumerate(zip(domain_ids.tolist(), starts.tolist())):
+        out[i] = arrays[d][s : s + seq_len + 1]
+    window = torch.from_numpy(out)
+    # separate contiguous tensors: an in-place edit of one must not change the other.
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+
+def _make_rng(seed: int, rank: int, stream: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, rank, stream])))
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    s = rng.bit_generator.state
+    return {
+        "bit_generator": str(s["bit_generator"]),
+        "state": int(s["state"]["state"]),
+        "inc": int(s["state"]["inc"]),
+        "has_uint32": int(s["has_uint32"]),
+        "uinteger": int(s["uinteger"]),
+    }
+
+
+def _set_rng_state(rng: np.random.Generator, sd: dict) -> None:
+    rng.bit_generator.state = {
+        "bit_generator": sd["bit_generator"],
+        "state": {"state": int(sd["state"]), "inc": int(sd["inc"])},
+        "has_uint32": int(sd["has_uint32"]),
+        "uinteger": int(sd["uinteger"]),
+    }
+
+
+def _check_config(sd: dict, expected: dict, what: str) -> None:
+    for key, want in expected.items():
+        if key not in sd:
+            raise TandemError(f"{what} state_dict: missing key {key!r}")
+        got = sd[key]
+        got = got.tolist() if isinstance(got, torch.Tensor) else got
+        if got != want:
+            raise TandemError(f"{what} state_dict: {key}={got} does not match this loader's {key}={want}")
+
+
+# ---- training loader --------------------------------------------------------------------------------------
+class WeightedDomainLoader(BaseNode[Batch]):
+    """Infinite iterator of training batches whose domain mix follows α, changeable between batches.
+
+    A ``torchdata.nodes.BaseNode``: it can be wrapped in ``torchdata.nodes.Loader`` or used directly
+    (``next(loader)``, ``state_dict()``, ``load_state_dict(sd)``). ``reset(None)`` returns to the start
+    (fresh generator, zero counters, the constructor's α).
+
+    Args:
+        domain_tokens: one 1-D integer token array per domain (np.memmap), in the mixture's domain order.
+        weights: α, (M,) >= 0 summing to 1 (within 1e-6).
+        batch_size: B >= 1 sequences per batch.
+        seq_len: T >= 1 tokens per sequence (a window reads T + 1 tokens).
+        seed: non-negative int; with ``rank`` it seeds the generator (ranks draw different data).
+        rank, world_size: this process's data-parallel rank; all ranks must be given the same α.
+        token_budget: data-restricted scenario, per domain an int (use only the first that many tokens)
+            or None (all of it).
+
+    Attributes:
+        tokens_drawn: (M,) int64, training tokens drawn per domain on this rank (T per sample).
+    """
+
+    def __init__(
+        self,
+        domain_tokens: Sequence[np.ndarray],
+        weights: Sequence[float] | torch.Tensor,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        token_budget: Sequence[int | None] | None = None,
+    ):
+        super().__init__()
+        self._arrays = _check_domains(domain_tokens)
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.seq_len = _check_int(seq_len, "seq_len", 1)
+        self.seed = _check_int(seed, "seed", 0)
+        self.world_size = _check_int(world_size, "world_size", 1)
+        self.rank = _check_int(rank, "rank", 0)
+        if self.rank >= self.world_size:
+            raise TandemError(f"rank: expected 0 <= rank < world_size={self.world_size}, got {self.rank}")
+        self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
+        self._initial_weights = self._validate_weights(weights)
+        self.reset(None)
+
+    @property
+    def num_domains(self) -> int:
+        return len(self._arrays)
+
+    # ---- α ----------------------------------------------------------------------------------------------
+    def _validate_weights(self, weights) -> np.ndarray:
+        m = self.num_domains
+        if isinstance(weights, torch.Tensor):
+            weights = weights.detach().cpu().to(torch.float64).numpy()
+        try:
+            w = np.array(weights, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TandemError(f"weights: expected {m} numbers, got {weights!r}") from None
+        if w.shape != (m,):
+            raise TandemError(f"weights: expected shape ({m},) (one per domain), got {w.shape}")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise TandemError(f"weights: expected finite values >= 0, got {w.tolist()}")
+        if abs(float(w.sum()) - 1.0) > _SUM_TOL:
+            raise TandemError(f"weights: expected values summing to 1 (within {_SUM_TOL}), got sum {float(w.sum())}")
+        return w
+
+    def set_weights(self, weights: Sequence[float] | torch.Tensor) -> None:
+        """Set α, (M,); used from the very next batch."""
+        self._weights = self._validate_weights(weights)
+        self._cdf = np.cumsum(self._weights)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Current α the loader samples with, (M,) float64."""
+        return torch.from_numpy(self._weights.copy())
+
+    # ---- counters ---------------------------------------------------------------------------------------
+    @property
+    def tokens_drawn(self) -> torch.Tensor:
+        return torch.from_numpy(self._tokens_drawn.copy())
+
+    @property
+    def domain_lengths(self) -> torch.Tensor:
+        """n_m = min(len, budget_m), (M,) int64: the tokens each domain may be sampled from."""
+        return torch.from_numpy(self._lengths.copy())
+
+    def epochs_seen(self) -> torch.Tensor:
+        """(M,) float64: tokens_drawn / n_m, passes over each domain's (budgeted) data on this rank."""
+        return torch.from_numpy(self._tokens_drawn / self._lengths.astype(np.float64))
+
+    # ---- BaseNode interface -----------------------------------------------------------------------------
+    def reset(self, initial_state: dict | None = None) -> None:
+        super().reset(initial_state)
+        self._rng = _make_rng(self.seed, self.rank, _STREAM_TRAIN)
+        self._tokens_drawn = np.zeros(self.num_domains, dtype=np.int64)
+        self._num_batches = 0
+        self.set_weights(self._initial_weights)
+        if initial_state is not None:
+            self._load(initial_state)
+
+    def next(self) -> Batch:
+        b, t = self.batch_size, self.seq_len
+        u = self._rng.random(b)
+        # side="right": a zero-weight domain (flat cdf step) is never chosen, not even at u = 0.
+        ids = np.searchsorted(self._cdf, u * self._cdf[-1], side="right")
+        np.minimum(ids, self.num_domains - 1, out=ids)
+        # start in [0, n_m - T - 1]: integers' high is exclusive, so high = n_m - T.
+        starts = self._rng.integers(0, self._lengths[ids] - t, dtype=np.int64)
+        tokens, labels = _gather_windows(self._arrays, ids, starts, t)
+        self._tokens_drawn += np.bincount(ids, minlength=self.num_domains).astype(np.int64) * t
+        self._num_batches += 1
+        return Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(ids.astype(np.int64)))
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "rng": _rng_state(self._rng),
+            "weights": torch.from_numpy(self._weights.copy()),
+            "tokens_drawn": torch.from_numpy(self._tokens_drawn.copy()),
+            "num_batches": self._num_batches,
+            # configuration, checked on load: a mismatch would silently change the batches.
+            "seed": self.seed,
+            "rank": self.rank,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "domain_lengths": torch.from_numpy(self._lengths.copy()),
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Resume exactly: the next batches equal those of the uninterrupted run."""
+        self.reset(sd)
+
+    def _load(self, sd: dict) -> None:
+        _check_config(
+            sd,
+            {"seed": self.seed, "rank": self.rank, "batch_size": self.batch_size, "seq_len": self.seq_len,
+             "domain_lengths": self._lengths.tolist()},
+            "loader",
+        )
+        for key in ("rng", "weights", "tokens_drawn", "num_batches"):
+            if key not in sd:
+                raise TandemError(f"loader state_dict: missing key {key!r}")
+        self.set_weights(torch.as_tensor(sd["weights"], dtype=torch.float64))
+        self._tokens_drawn = torch.as_tensor(sd["tokens_drawn"], dtype=torch.int64).numpy().copy()
+        self._num_batches = int(sd["num_batches"])
+        _set_rng_state(self._rng, sd["rng"])
+
+    @property
+    def num_batches(self) -> int:
+        return self._num_batches
+
+
+# ---- fixed per-domain batches -----------------------------------------------------------------------------
+class PerDomainSampler:
+    """Fixed number of windows per domain (paired probe batches for Δ, validation batches for the reference).
+
+    ``sample()`` returns ``per_domain`` fresh random windows of every domain, grouped by domain
+    (``domain_ids`` = [0]*per_domain + [1]*per_domain + ...), so B = M * per_domain.
+    """
+
+    def __init__(self, domain_tokens, per_domain: int, seq_len: int, seed: int, rank: int = 0, token_budget=None):
+        self._arrays = _check_domains(domain_tokens)
+        self.per_domain = _check_int(per_domain, "per_domain", 1)
+        self.seq_len = _check_int(seq_len, "seq_len", 1)
+        self.seed = _check_int(seed, "seed", 0)
+        self.rank = _check_int(rank, "rank", 0)
+        self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
+        m = len(self._arrays)
+        self._ids = np.repeat(np.arange(m, dtype=np.int64), self.per_domain)
+        self._highs = self._lengths[self._ids] - self.seq_len
+        self._rng = _make_rng(self.seed, self.rank, _STREAM_PER_DOMAIN)
+        self._num_calls = 0
+
+    @property
+    def num_domains(self) -> int:
+        return len(self._arrays)
+
+    def sample(self) -> Batch:
+        starts = self._rng.integers(0, self._highs, dtype=np.int64)
+        tokens, labels = _gather_windows(self._arrays, self._ids, starts, self.seq_len)
+        self._num_calls += 1
+        return Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(self._ids.copy()))
+
+    def state_dict(self) -> dict:
+        return {
+            "rng": _rng_state(self._rng),
+            "num_calls": self._num_calls,
+            "seed": self.seed,
+            "rank": self.rank,
+            "per_domain": self.per_domain,
+            "seq_len": self.seq_len,
+            "domain_lengths": torch.from_numpy(self._lengths.copy()),
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        _check_config(
+            sd,
+            {"seed": self.seed, "rank": self.rank, "per_domain": self.per_domain, "seq_len": self.seq_len,
+             "domain_lengths": self._lengths.tolist()},
+            "per-domain sampler",
+        )
+        for key in ("rng", "num_calls"):
+            if key not in sd:
+                raise TandemError(f"per-domain sampler state_dict: missing key {key!r}")
+        _set_rng_state(self._rng, sd["rng"])
+        self._num_calls = int(sd["num_calls"])
+
+
+# ---- deterministic evaluation windows ---------------------------------------------------------------------
+def eval_windows(domain_tokens: Sequence[np.ndarray], seq_len: int, max_windows_per_domain: int) -> list[Batch]:
+    """Deterministic evaluation windows: one Batch per domain, no randomness.
+
+    Per domain of n tokens, k = min(max_windows_per_domain, n // (T + 1)) windows of T + 1 tokens that do
+    not overlap (no token shared between two windows), with starts spread evenly from 0 to n - T - 1:
+    ``start_i = i * (n - T - 1) // (k - 1)``. If the whole array fits in k windows they tile it from 0.
+    """
+    arrays = _check_domains(domain_tokens)
+    seq_len = _check_int(seq_len, "seq_len", 1)
+    k_max = _check_int(max_windows_per_domain, "max_windows_per_domain", 1)
+    w = seq_len + 1
+    batches = []
+    for m, a in enumerate(arrays):
+        n = len(a)
+        if n < w:
+            raise TandemError(f"domain_tokens[{m}]: expected at least seq_len + 1 = {w} tokens for evaluation, got {n}")
+        n_full = n // w
+        k = min(k_max, n_full)
+        if k == n_full:
+            starts = np.arange(k, dtype=np.int64) * w
+        elif k == 1:
+            starts = np.zeros(1, dtype=np.int64)
+        else:
+            # gap >= (n - w) // (k - 1) >= w because n >= (k + 1) * w here: no overlap.
+            starts = np.arange(k, dtype=np.int64) * (n - w) // (k - 1)
+        ids = np.full(k, m, dtype=np.int64)
+        tokens, labels = _gather_windows(arrays, ids, starts, seq_len)
+        batches.append(Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(ids)))
+    return batches

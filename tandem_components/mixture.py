@@ -1,0 +1,261 @@
+"""The mixture α on the simplex: where α is stepped with the hypergradient Δ.
+
+α lives on the (optionally floored) simplex ``{a : a_m >= min_weight, sum_m a_m = 1}`` over M domains.
+One TANDEM update (METHOD.md, "Algorithm") is
+
+    α <- Proj( α - lr_α * Δ )                      (update="projected_gradient", the paper's step)
+    α <- α * exp(-lr_α * Δ) / Z                    (update="exponentiated_gradient", mirror descent [project])
+
+followed by the weight floor (a Euclidean projection onto the floored simplex) and optional DoReMi-style
+smoothing ``α <- (1 - eps) α + eps / M``. A domain with a larger Δ loses weight. The caller folds the
+penalty γ into Δ (or into ``lr``): this module does not know about γ.
+
+Everything is float64 so that α is bit-reproducible across runs and resumes, and sums to 1 within 1e-12.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from tandem_components.errors import TandemError
+
+UPDATES = ("projected_gradient", "exponentiated_gradient")
+
+# Slack on user-given constraints (a weight floor times M at exactly 1, an initial α typed with
+# 6 decimals): float rounding must not turn a valid config into an error.
+_SUM_TOL = 1e-6
+_FLOOR_TOL = 1e-12
+
+
+def _as_float64_vector(x, name: str, size: int | None = None) -> torch.Tensor:
+    """``x`` as a finite float64 1-D tensor (a copy), or TandemError naming ``name``."""
+    try:
+        t = torch.as_tensor(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TandemError(f"{name}: expected a 1-D sequence of numbers, got {type(x).__name__} ({e})") from None
+    if t.dim() != 1:
+        raise TandemError(f"{name}: expected a 1-D vector, got shape {tuple(t.shape)}")
+    if size is not None and t.numel() != size:
+        raise TandemError(f"{name}: expected {size} values (one per domain), got {t.numel()}")
+    if not bool(torch.isfinite(t).all()):
+        raise TandemError(f"{name}: expected finite values, got {t.tolist()}")
+    return t.clone()
+
+
+def project_to_simplex(v: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor:
+    """Euclidean projection of ``v`` onto ``{a : a_m >= min_weight, sum_m a_m = 1}``.
+
+    Sort-based O(M log M) algorithm (Held et al. 1974; Duchi et al. 2008) applied to ``b = a - min_weight``,
+    which lives on the simplex of radius ``1 - M * min_weight``. Works along the last dimension, so a
+    batch ``(..., M)`` projects each row.
+
+    Args:
+        v: (..., M) real tensor, finite.
+        min_weight: floor for every entry; ``min_weight * M <= 1``.
+
+    Returns:
+        (..., M) float64 tensor on the floored simplex (sum 1 within ~1e-15 per row).
+    """
+    if not isinstance(v, torch.Tensor):
+        v = torch.as_tensor(v, dtype=torch.float64)
+    if v.dim() == 0 or v.shape[-1] == 0:
+        raise TandemError(f"project_to_simplex: v must have entries on its last dim, got shape {tuple(v.shape)}")
+    v = v.detach().to(dtype=torch.float64)
+    if not bool(torch.isfinite(v).all()):
+        raise TandemError("project_to_simplex: v must be finite (got NaN or inf)")
+    m = v.shape[-1]
+    min_weight = float(min_weight)
+    if not math.isfinite(min_weight) or min_weight < 0.0:
+        raise TandemError(f"min_weight: expected a number >= 0, got {min_weight}")
+    if min_weight * m > 1.0 + _FLOOR_TOL:
+        raise TandemError(f"min_weight: expected min_weight * M <= 1 (M={m}), got {min_weight} * {m}")
+    radius = max(1.0 - min_weight * m, 0.0)
+    if radius == 0.0:
+        return torch.full_like(v, 1.0 / m)
+    y = v - min_weight
+    u, _ = torch.sort(y, dim=-1, descending=True)
+    css = torch.cumsum(u, dim=-1) - radius
+    ind = torch.arange(1, m + 1, dtype=torch.float64)
+    cond = (u - css / ind) > 0
+    # rho = last index where cond holds (cond is true at index 0 always, and is a prefix).
+    rho = (cond.to(torch.int64) * torch.arange(m)).amax(dim=-1, keepdim=True)
+    theta = torch.gather(css, -1, rho) / (rho + 1).to(torch.float64)
+    return torch.clamp(y - theta, min=0.0) + min_weight
+
+
+class MixtureState:
+    """The mixture α over ``domains`` and its trajectory.
+
+    Args:
+        domains: domain names, in the order shared with the loader and the per-domain losses.
+        initial: α_0; ``None`` = uniform. Must be >= 0, sum to 1 (within 1e-6; renormalised exactly)
+            and respect ``min_weight``.
+        lr: step size lr_α (> 0). For the projected step it is in units of α per nat of Δ.
+        update: ``"projected_gradient"`` (paper) or ``"exponentiated_gradient"`` (mirror descent).
+        min_weight: floor on every α_m after each update, ``0 <= min_weight <= 1/M``.
+        smoothing: eps in ``α <- (1 - eps) α + eps / M`` after each step, ``0 <= eps < 1``.
+
+    Attributes:
+        history: α after each update, ``history[0]`` = α_0; each (M,) float64.
+        deltas: the Δ of each update (``deltas[i]`` produced ``history[i + 1]``); each (M,) float64.
+
+    ``average()`` is the mean of *all* entries of ``history`` (α_0 included), i.e. the uniform average of
+    the num_updates + 1 states the proxy trained under. It is a convex combination, so it stays on the
+    floored simplex.
+
+    On ``load_state_dict`` the trajectory is restored and the domain list must match; the
+    hyperparameters (lr, update, min_weight, smoothing) are the ones this object was constructed with, so
+    a resumed run may change them. ``state_dict()`` records them for provenance.
+    """
+
+    def __init__(
+        self,
+        domains: list[str],
+        initial: Sequence[float] | torch.Tensor | None = None,
+        lr: float = 1.0,
+        update: str = "projected_gradient",
+        min_weight: float = 0.0,
+        smoothing: float = 0.0,
+    ):
+        if isinstance(domains, str) or not isinstance(domains, Sequence) or len(domains) == 0:
+            raise TandemError(f"domains: expected a non-empty list of domain names, got {domains!r}")
+        domains = list(domains)
+        if not all(isinstance(d, str) and d for d in domains):
+            raise TandemError(f"domains: expected non-empty strings, got {domains!r}")
+        if len(set(domains)) != len(domains):
+            dup = sorted({d for d in domains if domains.count(d) > 1})
+            raise TandemError(f"domains: expected unique names, duplicated: {dup}")
+        m = len(domains)
+        if update not in UPDATES:
+            raise TandemError(f"update: expected one of {list(UPDATES)}, got {update!r}")
+        lr = _finite_float(lr, "lr")
+        if lr <= 0:
+            raise TandemError(f"lr: expected a number > 0, got {lr}")
+        min_weight = _finite_float(min_weight, "min_weight")
+        if min_weight < 0 or min_weight * m > 1.0 + _FLOOR_TOL:
+            raise TandemError(f"min_weight: expected 0 <= min_weight <= 1/M = {1.0 / m}, got {min_weight}")
+        smoothing = _finite_float(smoothing, "smoothing")
+        if not 0.0 <= smoothing < 1.0:
+            raise TandemError(f"smoothing: expected 0 <= smoothing < 1, got {smoothing}")
+
+        if initial is None:
+            alpha = torch.full((m,), 1.0 / m, dtype=torch.float64)
+        else:
+            alpha = _as_float64_vector(initial, "initial", m)
+            if bool((alpha < 0).any()):
+                raise TandemError(f"initial: expected weights >= 0, got {alpha.tolist()}")
+            total = float(alpha.sum())
+            if abs(total - 1.0) > _SUM_TOL:
+                raise TandemError(f"initial: expected weights summing to 1, got sum {total}")
+            if abs(total - 1.0) > _FLOOR_TOL:  # keep the user's exact values when they already sum to 1
+                alpha = alpha / total
+            if bool((alpha < min_weight - _SUM_TOL).any()):
+                raise TandemError(f"initial: expected every weight >= min_weight={min_weight}, got {alpha.tolist()}")
+
+        self.domains: list[str] = domains
+        self.lr = lr
+        self.update = update
+        self.min_weight = min_weight
+        self.smoothing = smoothing
+        self._alpha = alpha
+        self.history: list[torch.Tensor] = [alpha.clone()]
+        self.deltas: list[torch.Tensor] = []
+
+    # ---- reading α -------------------------------------------------------------------------------
+    @property
+    def weights(self) -> torch.Tensor:
+        """Current α, (M,) float64 (a copy)."""
+        return self._alpha.clone()
+
+    @property
+    def num_updates(self) -> int:
+        return len(self.deltas)
+
+    def last(self) -> torch.Tensor:
+        """α after the latest update (α_0 if none), (M,) float64."""
+        return self._alpha.clone()
+
+    def average(self) -> torch.Tensor:
+        """Trajectory average ``mean(history)`` = (α_0 + α_1 + ... + α_n) / (n + 1), (M,) float64."""
+        return torch.stack(self.history).mean(dim=0)
+
+    def as_dict(self, which: str = "last") -> dict[str, float]:
+        """``{domain: α_m}`` for ``which`` in ``"last"`` / ``"average"``."""
+        if which == "last":
+            a = self.last()
+        elif which == "average":
+            a = self.average()
+        else:
+            raise TandemError(f"which: expected 'last' or 'average', got {which!r}")
+        return {d: float(x) for d, x in zip(self.domains, a.tolist())}
+
+    # ---- stepping α ------------------------------------------------------------------------------
+    def step(self, delta: torch.Tensor) -> torch.Tensor:
+        """One update of α with the hypergradient Δ, (M,) (a larger Δ_m lowers α_m). Returns the new α."""
+        delta = _as_float64_vector(delta, "delta", len(self.domains))
+        alpha = self._alpha
+        if self.update == "projected_gradient":
+            new = project_to_simplex(alpha - self.lr * delta, self.min_weight)
+        else:
+            # log-space for stability; a zero weight stays zero (log 0 = -inf -> exp = 0).
+            logits = torch.log(alpha) - self.lr * delta
+            new = torch.softmax(logits, dim=0)
+            if self.min_weight > 0:
+                new = project_to_simplex(new, self.min_weight)
+        if self.smoothing > 0:
+            # keeps the floor: (1-eps) a + eps/M >= a whenever a <= 1/M, and min_weight <= 1/M.
+            new = (1.0 - self.smoothing) * new + self.smoothing / len(self.domains)
+        self._alpha = new
+        self.history.append(new.clone())
+        self.deltas.append(delta)
+        return new.clone()
+
+    # ---- checkpointing ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Tensors, strings and python scalars only: loadable with ``torch.load(weights_only=True)``."""
+        m = len(self.domains)
+        return {
+            "domains": list(self.domains),
+            "weights": self._alpha.clone(),
+            "history": torch.stack(self.history).clone(),
+            "deltas": torch.stack(self.deltas).clone() if self.deltas else torch.zeros((0, m), dtype=torch.float64),
+            "num_updates": self.num_updates,
+            "lr": self.lr,
+            "update": self.update,
+            "min_weight": self.min_weight,
+            "smoothing": self.smoothing,
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore α and its trajectory from ``state_dict()``; the domain list must match exactly."""
+        for key in ("domains", "weights", "history", "deltas"):
+            if key not in sd:
+                raise TandemError(f"mixture state_dict: missing key {key!r}")
+        if list(sd["domains"]) != self.domains:
+            raise TandemError(f"mixture state_dict: domains {list(sd['domains'])} do not match {self.domains}")
+        m = len(self.domains)
+        weights = torch.as_tensor(sd["weights"], dtype=torch.float64)
+        history = torch.as_tensor(sd["history"], dtype=torch.float64)
+        deltas = torch.as_tensor(sd["deltas"], dtype=torch.float64)
+        n = deltas.shape[0] if deltas.dim() == 2 else -1
+        if weights.shape != (m,) or history.dim() != 2 or history.shape != (n + 1, m) or deltas.shape != (n, m):
+            raise TandemError(
+                f"mixture state_dict: inconsistent shapes weights {tuple(weights.shape)}, history "
+                f"{tuple(history.shape)}, deltas {tuple(deltas.shape)} for M={m}"
+            )
+        self._alpha = weights.clone()
+        self.history = [h.clone() for h in history]
+        self.deltas = [d.clone() for d in deltas]
+
+
+def _finite_float(x, name: str) -> float:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        raise TandemError(f"{name}: expected a number, got {x!r}") from None
+    if not math.isfinite(f):
+        raise TandemError(f"{name}: expected a finite number, got {x!r}")
+    return f

@@ -1,0 +1,34 @@
+"""The α trajectory plot: one line per domain over training steps (written atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: recipes run on servers
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tandem_components.atomic import atomic_path  # noqa: E402
+
+
+def plot_mixture_trajectory(
+    steps: Sequence[int], alphas: Sequence[Sequence[float]], domains: Sequence[str], path: str | Path, title: str
+) -> Path:
+    """Save a PNG of α_m(step) for every domain m. ``alphas[i]`` is α after the update at ``steps[i]``."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for m, domain in enumerate(domains):
+        ax.plot(steps, [a[m] for a in alphas], label=domain, linewidth=1.6)
+    ax.axhline(1.0 / len(domains), color="grey", linestyle=":", linewidth=1, label="uniform")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("mixture weight α")
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,228 @@
+"""The α-weighted loader: frequencies follow α (also after set_weights), windows, budgets, exact resume.
+
+Domain m's synthetic tokens are ``m * OFFSET + arange(n)``, so a token's value tells its domain and
+position, and a window is a contiguous slice iff its values are consecutive.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from tandem_components.errors import TandemError
+from tandem_components.loader import Batch, PerDomainSampler, WeightedDomainLoader, eval_windows
+
+OFFSET = 1_000_000
+# chi-square critical values at p = 0.001 (upper tail), by degrees of freedom
+CHI2_CRIT_001 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467}
+
+
+def _domains(lengths=(5000, 3000, 8000, 2000), dtype=np.int64):
+    return [(m * OFFSET + np.arange(n)).astype(dtype) for m, n in enumerate(lengths)]
+
+
+def _chi2(counts: np.ndarray, probs: np.ndarray) -> float:
+    expected = counts.sum() * probs
+    keep = probs > 0
+    assert counts[~keep].sum() == 0  # a zero-weight domain is never drawn
+    return float((((counts - expected) ** 2)[keep] / expected[keep]).sum())
+
+
+def _save_load(sd: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _check_window(batch: Batch, arrays, budgets=None):
+    t = batch.tokens.shape[1]
+    for i in range(batch.tokens.shape[0]):
+        d = int(batch.domain_ids[i])
+        tok, lab = batch.tokens[i].numpy(), batch.labels[i].numpy()
+        assert np.array_equal(lab[:-1], tok[1:])
+        start = int(tok[0]) - d * OFFSET
+        n = len(arrays[d]) if budgets is None or budgets[d] is None else min(len(arrays[d]), budgets[d])
+        assert 0 <= start <= n - t - 1
+        window = arrays[d][start : start + t + 1]
+        assert np.array_equal(tok, window[:-1]) and np.array_equal(lab, window[1:])
+
+
+def test_domain_frequencies_follow_alpha_and_set_weights():
+    arrays = _domains()
+    alpha = np.array([0.1, 0.2, 0.3, 0.4])
+    loader = WeightedDomainLoader(arrays, alpha, batch_size=100, seq_len=8, seed=0)
+    counts = np.zeros(4, dtype=np.int64)
+    for _ in range(200):
+        counts += np.bincount(next(loader).domain_ids.numpy(), minlength=4)
+    assert _chi2(counts, alpha) < CHI2_CRIT_001[3]
+    # after set_weights the very next batches follow the new α (with one domain at zero)
+    beta = np.array([0.0, 0.5, 0.125, 0.375])
+    loader.set_weights(torch.tensor(beta))
+    counts = np.zeros(4, dtype=np.int64)
+    for _ in range(200):
+        counts += np.bincount(next(loader).domain_ids.numpy(), minlength=4)
+    assert _chi2(counts, beta) < CHI2_CRIT_001[2]
+    # and the old α is clearly rejected for them
+    assert _chi2(counts + 1, alpha) > 10 * CHI2_CRIT_001[3]
+    # one-hot: every sample from that domain
+    loader.set_weights([0.0, 0.0, 1.0, 0.0])
+    assert bool((next(loader).domain_ids == 2).all())
+
+
+def test_windows_are_contiguous_slices_of_the_right_domain():
+    arrays = _domains(dtype=np.uint32)
+    loader = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=16, seq_len=32, seed=1)
+    for batch in [next(loader) for _ in range(20)]:
+        assert batch.tokens.shape == (16, 32) and batch.labels.shape == (16, 32) and batch.domain_ids.shape == (16,)
+        assert batch.tokens.dtype == batch.labels.dtype == batch.domain_ids.dtype == torch.int64
+        _check_window(batch, arrays)
+    moved = batch.to("cpu")
+    assert torch.equal(moved.tokens, batch.tokens) and torch.equal(moved.domain_ids, batch.domain_ids)
+
+
+def test_every_start_reachable_including_last():
+    # n = T + 3 -> starts {0, 1, 2}; all three must occur, nothing past the end
+    arrays = [np.arange(8 + 3, dtype=np.int64)]
+    loader = WeightedDomainLoader(arrays, [1.0], batch_size=64, seq_len=8, seed=2)
+    starts = set(next(loader).tokens[:, 0].tolist())
+    assert starts == {0, 1, 2}
+
+
+def test_token_budget_respected_and_epochs_exact():
+    arrays = _domains()
+    budgets = [40, None, 100, 10_000]  # domain 3 budget above its length -> its length
+    loader = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=8, seq_len=16, seed=3, token_budget=budgets)
+    assert loader.domain_lengths.tolist() == [40, 3000, 100, 2000]
+    counts = np.zeros(4, dtype=np.int64)
+    for _ in range(50):
+        b = next(loader)
+        _check_window(b, arrays, budgets)
+        counts += np.bincount(b.domain_ids.numpy(), minlength=4)
+    assert loader.tokens_drawn.dtype == torch.int64
+    assert loader.tokens_drawn.tolist() == (counts * 16).tolist()
+    want = torch.tensor(counts * 16, dtype=torch.float64) / torch.tensor([40.0, 3000.0, 100.0, 2000.0])
+    assert torch.equal(loader.epochs_seen(), want)
+    assert loader.epochs_seen()[0] > 10  # the tiny domain is repeated many times
+
+
+def test_validation_errors():
+    arrays = _domains()
+    with pytest.raises(TandemError, match=r"domain_tokens\[1\]"):
+        WeightedDomainLoader([arrays[0], np.arange(10)], [0.5, 0.5], batch_size=2, seq_len=16, seed=0)
+    with pytest.raises(TandemError, match=r"token_budget\[0\]=10"):
+        WeightedDomainLoader(arrays, [0.25] * 4, batch_size=2, seq_len=16, seed=0, token_budget=[10, None, None, None])
+    with pytest.raises(TandemError, match="batch_size"):
+        WeightedDomainLoader(arrays, [0.25] * 4, batch_size=0, seq_len=16, seed=0)
+    with pytest.raises(TandemError, match="weights"):
+        WeightedDomainLoader(arrays, [0.5, 0.5], batch_size=2, seq_len=16, seed=0)
+    with pytest.raises(TandemError, match="token_budget"):
+        WeightedDomainLoader(arrays, [0.25] * 4, batch_size=2, seq_len=16, seed=0, token_budget=[10])
+    with pytest.raises(TandemError, match="rank"):
+        WeightedDomainLoader(arrays, [0.25] * 4, batch_size=2, seq_len=16, seed=0, rank=2, world_size=2)
+    loader = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=2, seq_len=16, seed=0)
+    for bad in ([0.5, 0.5, 0.5, -0.5], [0.3, 0.3, 0.3, 0.3], [0.25] * 3, [float("nan"), 0.5, 0.25, 0.25]):
+        with pytest.raises(TandemError, match="weights"):
+            loader.set_weights(bad)
+    assert loader.weights.tolist() == [0.25] * 4
+
+
+def test_resume_gives_identical_batches_after_set_weights():
+    arrays = _domains()
+    kwargs = dict(batch_size=12, seq_len=24, seed=7, token_budget=[None, 500, None, None])
+    run = WeightedDomainLoader(arrays, [0.25] * 4, **kwargs)
+    for _ in range(5):
+        next(run)
+    run.set_weights([0.1, 0.6, 0.2, 0.1])
+    for _ in range(3):
+        next(run)
+    run.set_weights([0.7, 0.1, 0.1, 0.1])  # set after the last batch, before the save
+    sd = _save_load(run.state_dict())
+    expected = [next(run) for _ in range(6)]
+
+    resumed = WeightedDomainLoader(arrays, [0.25] * 4, **kwargs)
+    resumed.load_state_dict(sd)
+    assert torch.equal(resumed.tokens_drawn, torch.as_tensor(sd["tokens_drawn"]))
+    assert resumed.weights.tolist() == [0.7, 0.1, 0.1, 0.1]
+    for want in expected:
+        got = next(resumed)
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.labels, want.labels)
+        assert torch.equal(got.domain_ids, want.domain_ids)
+    assert torch.equal(resumed.tokens_drawn, run.tokens_drawn)
+    # a mismatched configuration is refused, not silently resumed with different batches
+    with pytest.raises(TandemError, match="batch_size"):
+        WeightedDomainLoader(arrays, [0.25] * 4, **{**kwargs, "batch_size": 4}).load_state_dict(sd)
+    # reset(None) goes back to the start: the same first batch as a fresh loader
+    fresh = WeightedDomainLoader(arrays, [0.25] * 4, **kwargs)
+    run.reset()
+    assert torch.equal(next(run).tokens, next(fresh).tokens)
+
+
+def test_torchdata_loader_wrapper_and_iteration():
+    from torchdata.nodes import Loader
+
+    arrays = _domains()
+    node = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=4, seq_len=8, seed=5)
+    it = iter(node)
+    assert it is node
+    direct = [next(it) for _ in range(3)]
+    wrapped = iter(Loader(WeightedDomainLoader(arrays, [0.25] * 4, batch_size=4, seq_len=8, seed=5)))
+    for want in direct:
+        assert torch.equal(next(wrapped).tokens, want.tokens)
+
+
+def test_ranks_draw_different_data_and_seed_is_deterministic():
+    arrays = _domains()
+    a = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=8, seq_len=16, seed=11, rank=0, world_size=2)
+    b = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=8, seq_len=16, seed=11, rank=1, world_size=2)
+    c = WeightedDomainLoader(arrays, [0.25] * 4, batch_size=8, seq_len=16, seed=11, rank=0, world_size=2)
+    for _ in range(3):
+        ba, bb, bc = next(a), next(b), next(c)
+        assert not torch.equal(ba.tokens, bb.tokens)
+        assert torch.equal(ba.tokens, bc.tokens) and torch.equal(ba.domain_ids, bc.domain_ids)
+
+
+def test_per_domain_sampler_counts_windows_and_resume():
+    arrays = _domains()
+    budgets = [100, None, None, None]
+    s = PerDomainSampler(arrays, per_domain=5, seq_len=16, seed=0, token_budget=budgets)
+    b1, b2 = s.sample(), s.sample()
+    assert b1.tokens.shape == (20, 16)
+    assert b1.domain_ids.tolist() == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
+    _check_window(b1, arrays, budgets)
+    _check_window(b2, arrays, budgets)
+    assert not torch.equal(b1.tokens, b2.tokens)  # fresh windows each call
+    sd = _save_load(s.state_dict())
+    expected = [s.sample() for _ in range(3)]
+    r = PerDomainSampler(arrays, per_domain=5, seq_len=16, seed=0, token_budget=budgets)
+    r.load_state_dict(sd)
+    for want in expected:
+        assert torch.equal(r.sample().tokens, want.tokens)
+    other_rank = PerDomainSampler(arrays, per_domain=5, seq_len=16, seed=0, rank=1, token_budget=budgets)
+    assert not torch.equal(other_rank.sample().tokens, b1.tokens)
+    with pytest.raises(TandemError, match="per_domain"):
+        PerDomainSampler(arrays, per_domain=0, seq_len=16, seed=0)
+
+
+def test_eval_windows_deterministic_and_non_overlapping():
+    arrays = _domains(lengths=(5000, 300, 34, 17))
+    t = 16
+    batches = eval_windows(arrays, seq_len=t, max_windows_per_domain=10)
+    again = eval_windows(arrays, seq_len=t, max_windows_per_domain=10)
+    assert len(batches) == 4
+    for m, (b, b2) in enumerate(zip(batches, again)):
+        assert torch.equal(b.tokens, b2.tokens) and torch.equal(b.labels, b2.labels)
+        assert bool((b.domain_ids == m).all())
+        _check_window(b, arrays)
+        starts = (b.tokens[:, 0] - m * OFFSET).tolist()
+        assert starts == sorted(starts)
+        assert all(s2 - s1 >= t + 1 for s1, s2 in zip(starts, starts[1:]))  # no shared token
+        assert len(starts) == min(10, len(arrays[m]) // (t + 1))
+    # spread over the whole array: first window at 0, last one ends at the last token
+    starts0 = (batches[0].tokens[:, 0]).tolist()
+    assert starts0[0] == 0 and starts0[-1] == 5000 - t - 1
+    with pytest.raises(TandemError, match=r"domain_tokens\[0\]"):
+        eval_windows([np.arange(5)], seq_len=t, max_windows_per_domain=3)
