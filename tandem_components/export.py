@@ -99,4 +99,6 @@ def weights_vector(weights: Mapping[str, Any], domains: Sequence[str], source: s
     total = sum(values)
     if abs(total - 1.0) > SUM_TOLERANCE:
         raise TandemError(f"{source}: weights must sum to 1, they sum to {total:.6g}")
-    return torch.tensor(values, dtype=torch.float64) / total
+    vector = torch.tensor(values, dtype=torch.float64)
+    # keep the user's exact numbers when they already sum to 1 (a stage-2 run trains on exactly them)
+    return vector if abs(total - 1.0) <= 1e-12 else vector / total

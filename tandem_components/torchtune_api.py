@@ -15,14 +15,17 @@ warnings.filterwarnings("ignore", message="Skipping import of cpp extensions")
 
 from torchtune import config  # noqa: E402  (config.parse, config.instantiate)
 from torchtune.models.llama3 import llama3  # noqa: E402  (decoder-only transformer builder)
+from torchtune.modules import TransformerDecoder, TransformerSelfAttentionLayer  # noqa: E402
 from torchtune.modules.transforms.tokenizers import (  # noqa: E402
     HuggingFaceBaseTokenizer,
     ModelTokenizer,
 )
 from torchtune.training import (  # noqa: E402
     compile_model,
+    get_distributed_backend,
     get_dtype,
     get_world_size_and_rank,
+    set_activation_checkpointing,
     set_seed,
     shard_model,
 )
@@ -39,11 +42,15 @@ from torchtune.utils import get_logger  # noqa: E402
 __all__ = [
     "config",
     "llama3",
+    "TransformerDecoder",
+    "TransformerSelfAttentionLayer",
     "HuggingFaceBaseTokenizer",
     "ModelTokenizer",
     "compile_model",
+    "get_distributed_backend",
     "get_dtype",
     "get_world_size_and_rank",
+    "set_activation_checkpointing",
     "set_seed",
     "shard_model",
     "get_cosine_schedule_with_warmup",

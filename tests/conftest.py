@@ -75,3 +75,23 @@ def fixture_tokenizer_path(fixture_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
     texts = {d: iter_documents(d, "train", files["train"]) for d, files in fixture_corpus.items()}
     return train_bpe(texts, out_path=out, vocab_size=1024, sample_bytes_per_domain=200_000)
+
+
+@pytest.fixture(scope="session")
+def embedded_shards(fixture_tokenizer_path, tmp_path_factory) -> Path:
+    """``data/embedded`` prepared into a temp shards dir (what ``data/shards/embedded`` holds after
+    ``make data``, but never the git-ignored copy): the 7 embedded domains, tokenized with the fixture
+    corpus's 1024-token BPE (``tokenizer.path``: no BPE training here). Session-scoped; returns the dir."""
+    import runpy
+
+    from omegaconf import OmegaConf
+
+    recipe = runpy.run_path(str(REPO_ROOT / "recipes" / "prepare_data.py"))["PrepareDataRecipe"]
+    out = tmp_path_factory.mktemp("embedded_shards") / "embedded"
+    data_cfg = OmegaConf.load(REPO_ROOT / "configs" / "data" / "embedded.yaml")
+    data_cfg.output_dir = str(out)
+    data_cfg.tokenizer = {"path": str(fixture_tokenizer_path)}
+    for domain in data_cfg.domains:  # the config's paths are relative to the repo root
+        domain.train, domain.val = str(REPO_ROOT / domain.train), str(REPO_ROOT / domain.val)
+    recipe(data_cfg).run()
+    return out

@@ -4,6 +4,8 @@
 """
 
 from tandem_components.estimators.base import HypergradientEstimator
+from tandem_components.estimators.doge import DoGEEstimator
+from tandem_components.estimators.doremi import DoReMiEstimator
 from tandem_components.estimators.fixed import FixedEstimator
 from tandem_components.estimators.tandem import TandemEstimator
 
@@ -11,6 +13,15 @@ from tandem_components.estimators.tandem import TandemEstimator
 LEARNERS = {
     "tandem": TandemEstimator,
     "fixed": FixedEstimator,
+    "doremi": DoReMiEstimator,
+    "doge": DoGEEstimator,
 }
 
-__all__ = ["HypergradientEstimator", "FixedEstimator", "TandemEstimator", "LEARNERS"]
+__all__ = [
+    "HypergradientEstimator",
+    "FixedEstimator",
+    "TandemEstimator",
+    "DoReMiEstimator",
+    "DoGEEstimator",
+    "LEARNERS",
+]

@@ -1,0 +1,483 @@
+"""Check a pretraining config (``recipes/pretrain.py``) completely, before any work is done.
+
+    python -m tandem_components.config_validation configs/pretrain/tiny_stage1.yaml [key=value ...] [--world-size N]
+
+prints ``config OK`` or the one-line error and exits 2. The recipe calls ``validate_pretrain_config(cfg,
+world_size)`` first thing, so a typo costs seconds and no file is written.
+
+What is checked, in order (the first problem is reported as ``<key>: <what was expected>``):
+  1. keys: every section against ``SCHEMA`` (unknown keys, missing required keys, types, choices,
+     ranges); the ``_component_`` sections (``model``, ``optimizer``, ``metric_logger``) against the
+     signature of the builder their ``_component_`` names (unknown or missing arguments; for arguments
+     annotated with plain ``int`` / ``float`` / ``str`` / ``bool``, their types);
+  2. relations between keys: K = probe_steps <= E = episode_len, data.seq_len <= model.max_seq_len,
+     data.batch_size >= the number of ranks, the device exists;
+  3. the filesystem: output_dir writable (nothing is created), ``resume`` finds a checkpoint, the
+     shards open and match the optional
+     ``data.tokenizer`` (a tokenizer.json) / ``data.tokenizer_sha256``, the model's vocabulary holds the
+     tokenizer's, every domain split has at least seq_len + 1 tokens;
+  4. the mixture against the corpus's domains: ``weights`` / ``weights_from`` + ``use`` (via
+     ``mixture_config.resolve_initial_weights``, hence ``export.weights_vector``: non-negative, summing
+     to 1, one weight per domain), ``target_weights``, ``min_weight * M <= 1`` and α_0 >= min_weight.
+
+``SCHEMA`` is the one list of the keys a pretraining config may hold: a feature that adds a key adds
+it there (one line: type, range, required or not).
+
+``tune validate <config>`` (torchtune's CLI) works on our configs but only checks that each top-level
+``_component_`` exists and accepts its arguments (``inspect.signature(...).bind``): it says nothing about
+the other keys (a typo in ``data`` or ``mixture`` passes), so use this module instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import math
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tandem_components.errors import EXIT_USER_ERROR, TandemError
+from tandem_components.estimators import LEARNERS
+from tandem_components.export import WHICH
+from tandem_components.mixture import UPDATES
+from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
+from tandem_components.shards import ShardedCorpus
+from tandem_components.tokenizer import tokenizer_sha256
+from tandem_components.training_state import MANIFEST_NAME, find_latest_checkpoint
+
+_FLOOR_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config value: its type (``int``, ``float`` (an int is accepted), ``str``, ``bool``, ``dict``,
+    or a tuple of them), whether it must be present and non-null, its allowed values or range."""
+
+    type: type | tuple[type, ...]
+    required: bool = False
+    nullable: bool = False
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None  # inclusive
+    above: float | None = None  # exclusive
+
+
+@dataclass(frozen=True)
+class Component:
+    """A ``_component_`` section: its remaining keys are the builder's keyword arguments.
+
+    ``positional``: leading parameters the recipe passes itself (an optimizer's ``params``);
+    ``needs``: arguments the recipe reads from the section, required even if the builder has a default.
+    """
+
+    required: bool = True
+    positional: int = 0
+    needs: tuple[str, ...] = ()
+
+
+NUMBER = float  # Key(float): int or float, not bool
+
+#: allowed keys of a pretraining config: section -> key -> Key | Component | nested section
+SCHEMA: dict[str, Any] = {
+    "output_dir": Key(str, required=True),
+    "seed": Key(int, required=True, minimum=0),
+    "device": Key(str),
+    "dtype": Key(str, choices=("fp32", "bf16")),
+    "max_steps": Key(int, required=True, minimum=1),
+    "log_every_n_steps": Key(int, minimum=1),
+    "clip_grad_norm": Key(NUMBER, nullable=True, above=0),
+    "data": {
+        "shards": Key(str, required=True),
+        "seq_len": Key(int, required=True, minimum=1),
+        "batch_size": Key(int, required=True, minimum=1),  # per rank
+        "tokenizer": Key(str, nullable=True),  # a tokenizer.json the shards must have been built with
+        "tokenizer_sha256": Key(str, nullable=True),
+    },
+    "model": Component(needs=("vocab_size", "max_seq_len")),
+    "optimizer": Component(positional=1, needs=("lr",)),
+    "lr_scheduler": {"warmup_steps": Key(int, minimum=0)},
+    "mixture": {
+        "learner": Key(str, required=True, choices=tuple(sorted(LEARNERS))),
+        "weights": Key((str, dict)),
+        "weights_from": Key(str, nullable=True),
+        "use": Key(str, choices=WHICH),
+        "episode_len": Key(int, minimum=1),  # E
+        "probe_steps": Key(int, minimum=1),  # K
+        "gamma": Key(NUMBER, minimum=0),  # γ
+        "reference_lr_scale": Key(NUMBER, above=0),
+        "lr": Key(NUMBER, above=0),  # lr_α
+        "update": Key(str, choices=UPDATES),
+        "min_weight": Key(NUMBER, minimum=0),
+        "smoothing": Key(NUMBER, minimum=0),  # eps in α <- (1 - eps) α + eps / M (DoReMi's c), < 1
+        "probe_seqs_per_domain": Key(int, minimum=1),
+        "val_batch_size": Key(int, minimum=1),
+        "target_weights": Key((str, dict), nullable=True),
+    },
+    "eval": {
+        "every_n_steps": Key(int, nullable=True, minimum=0),
+        "windows_per_domain": Key(int, required=True, minimum=1),
+        "batch_size": Key(int, required=True, minimum=1),
+    },
+    "metric_logger": Component(),
+    # training checkpoints (tandem_components/training_state.py)
+    "checkpoint": {
+        "every_n_steps": Key(int, minimum=0),  # 0: no checkpoints
+        "keep_last": Key(int, minimum=1),
+        "dir": Key(str, nullable=True),  # default <output_dir>/checkpoints
+    },
+    "resume": Key((bool, str), nullable=True),  # false | true (latest checkpoint) | a step_* dir
+}
+#: sections that must be present
+REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_logger")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the entry point
+
+
+def validate_pretrain_config(cfg: DictConfig | Mapping[str, Any], world_size: int = 1) -> None:
+    """Raise a one-line ``TandemError`` naming the first bad key of a pretraining config; else None.
+
+    Reads the shards' index and the mixture export (if any); writes nothing.
+    """
+    raw = _resolved(cfg)
+    _check_section("", raw, SCHEMA, required_sections=REQUIRED_SECTIONS)
+    _check_relations(raw, world_size)
+    _check_output_dir(raw["output_dir"])
+    _check_resume(raw)
+    corpus = _check_shards(raw)
+    _check_mixture(raw, corpus)
+
+
+def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TandemError(f"{key}: cannot resolve ({reason})") from None
+    if not isinstance(raw, dict):
+        raise TandemError(f"config: expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. keys and types
+
+
+def _type_name(wanted: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}
+    wanted = wanted if isinstance(wanted, tuple) else (wanted,)
+    return " or ".join(names.get(t, t.__name__) for t in wanted)
+
+
+def _is_instance(value: Any, wanted: type | tuple[type, ...]) -> bool:
+    for t in wanted if isinstance(wanted, tuple) else (wanted,):
+        if t is bool and isinstance(value, bool):
+            return True
+        if t in (int, float) and isinstance(value, bool):
+            continue
+        if t is float and isinstance(value, (int, float)):
+            return True
+        if t is not float and t is not bool and isinstance(value, t):
+            return True
+    return False
+
+
+def check_value(key: str, value: Any, spec: Key) -> None:
+    """``value`` of config key ``key`` against ``spec`` (a TandemError naming ``key`` if wrong)."""
+    if value is None:
+        if spec.required or not spec.nullable:
+            raise TandemError(f"{key}: expected {_type_name(spec.type)}, got null")
+        return
+    if not _is_instance(value, spec.type):
+        raise TandemError(f"{key}: expected {_type_name(spec.type)}, got {value!r} ({type(value).__name__})")
+    if spec.choices is not None and value not in spec.choices:
+        raise TandemError(f"{key}: expected one of {list(spec.choices)}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise TandemError(f"{key}: expected a finite number, got {value!r}")
+        if spec.minimum is not None and value < spec.minimum:
+            raise TandemError(f"{key}: expected a value >= {spec.minimum:g}, got {value!r}")
+        if spec.above is not None and value <= spec.above:
+            raise TandemError(f"{key}: expected a value > {spec.above:g}, got {value!r}")
+    if isinstance(value, str) and spec.required and not value.strip():
+        raise TandemError(f"{key}: expected a non-empty string")
+
+
+def _check_section(prefix: str, section: Any, schema: Mapping[str, Any], required_sections=()) -> None:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(section, dict):
+        raise TandemError(f"{where}: expected a mapping, got {section!r}")
+    unknown = sorted(set(section) - set(schema))
+    if unknown:
+        raise TandemError(f"{prefix}{unknown[0]}: unknown key in {where} (allowed: {sorted(schema)})")
+    for name, spec in schema.items():
+        key = f"{prefix}{name}"
+        if isinstance(spec, Key):
+            if spec.required and name not in section:
+                raise TandemError(f"{key}: missing (required)")
+            if name in section:
+                check_value(key, section[name], spec)
+        elif isinstance(spec, Component):
+            if name not in section or section[name] is None:
+                if spec.required:
+                    raise TandemError(f"{key}: missing section (a _component_ and its arguments)")
+                continue
+            check_component(key, section[name], spec)
+        else:  # a nested plain section
+            if name not in section or section[name] is None:
+                if name in required_sections:
+                    raise TandemError(f"{key}: missing section")
+                continue
+            _check_section(f"{key}.", section[name], spec)
+
+
+def _resolve_component(key: str, path: Any) -> Any:
+    if not isinstance(path, str) or not path.strip():
+        raise TandemError(f"{key}._component_: expected a dotted path such as torch.optim.AdamW, got {path!r}")
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    raise TandemError(f"{key}._component_: cannot import {path!r}")
+
+
+def _simple_hint(hint: Any) -> tuple[type, ...] | None:
+    """(types, ...) for hints made of int / float / str / bool / None; None for anything else."""
+    simple = (int, float, str, bool, type(None))
+    if hint in simple:
+        return (hint,)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if all(a in simple for a in args):
+            return tuple(args)
+    return None
+
+
+def check_component(key: str, section: Any, spec: Component) -> None:
+    """A ``_component_`` section: the builder exists and accepts exactly these keyword arguments."""
+    if not isinstance(section, dict):
+        raise TandemError(f"{key}: expected a mapping with a _component_, got {section!r}")
+    if "_component_" not in section:
+        raise TandemError(f"{key}._component_: missing (the dotted path of the builder)")
+    path = section["_component_"]
+    builder = _resolve_component(key, path)
+    kwargs = {k: v for k, v in section.items() if k != "_component_"}
+    try:
+        params = list(inspect.signature(builder).parameters.values())
+    except (TypeError, ValueError):
+        params = None
+    for name in spec.needs:
+        if name not in kwargs:
+            raise TandemError(f"{key}.{name}: missing (required)")
+    if params is None:
+        return
+    params = params[spec.positional:]
+    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params)
+    if not takes_any:
+        unknown = sorted(set(kwargs) - set(named))
+        if unknown:
+            raise TandemError(f"{key}.{unknown[0]}: unknown argument of {path} (accepted: {sorted(named)})")
+    for name, p in named.items():
+        if p.default is p.empty and name not in kwargs:
+            raise TandemError(f"{key}.{name}: missing (required by {path})")
+    try:
+        hints = typing.get_type_hints(builder if not inspect.isclass(builder) else builder.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: skip the type check
+        hints = {}
+    for name, value in kwargs.items():
+        hinted = _simple_hint(hints.get(name))
+        if hinted is None:
+            continue
+        if value is None and type(None) in hinted:
+            continue
+        wanted = tuple(t for t in hinted if t is not type(None))
+        if not _is_instance(value, wanted):
+            raise TandemError(
+                f"{key}.{name}: expected {_type_name(wanted)} (argument of {path}), "
+                f"got {value!r} ({type(value).__name__})"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. relations between keys
+
+
+def _check_relations(raw: dict[str, Any], world_size: int) -> None:
+    mix, data, model = raw["mixture"], raw["data"], raw["model"]
+    episode_len, probe_steps = mix.get("episode_len", 1), mix.get("probe_steps", 1)
+    if probe_steps > episode_len:
+        raise TandemError(f"mixture.probe_steps: K={probe_steps} must not exceed mixture.episode_len E={episode_len}")
+    if _is_instance(model["max_seq_len"], int) and data["seq_len"] > model["max_seq_len"]:
+        raise TandemError(f"data.seq_len: {data['seq_len']} exceeds model.max_seq_len={model['max_seq_len']}")
+    if data["batch_size"] < world_size:
+        raise TandemError(f"data.batch_size: {data['batch_size']} is smaller than the number of ranks ({world_size})")
+    if not _is_instance(raw["optimizer"]["lr"], float) or raw["optimizer"]["lr"] <= 0:
+        raise TandemError(f"optimizer.lr: expected a number > 0, got {raw['optimizer']['lr']!r}")
+    device = raw.get("device", "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise TandemError(f"device: expected cpu, cuda or cuda:<index>, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TandemError(f"device: {device!r} requested but no CUDA device is available (use device=cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise TandemError(f"device: {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if mix.get("smoothing", 0) >= 1:
+        raise TandemError(f"mixture.smoothing: expected 0 <= smoothing < 1, got {mix['smoothing']!r}")
+    if mix["learner"] == "fixed" and mix.get("weights_from") is None and "weights" not in mix:
+        raise TandemError("mixture.weights: missing (learner fixed needs weights or weights_from)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. the filesystem
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """Writable, or creatable under a writable existing parent; creates nothing."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise TandemError(f"output_dir: {output_dir} exists and is not a directory")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise TandemError(f"output_dir: {output_dir} cannot be created ({probe} is a file, not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise TandemError(f"output_dir: {output_dir} is not writable ({probe} does not allow creating files)")
+
+
+def checkpoint_dir(raw: Mapping[str, Any]) -> Path:
+    """Where training checkpoints go: ``checkpoint.dir``, default ``<output_dir>/checkpoints``."""
+    section = raw.get("checkpoint") or {}
+    return Path(section.get("dir") or Path(raw["output_dir"]) / "checkpoints")
+
+
+def _check_resume(raw: dict[str, Any]) -> None:
+    """``resume: true`` needs a checkpoint in the checkpoint dir; ``resume: <dir>`` needs that dir."""
+    resume = raw.get("resume")
+    if resume is True and find_latest_checkpoint(checkpoint_dir(raw)) is None:
+        raise TandemError(f"resume: true, but there is no complete checkpoint in {checkpoint_dir(raw)}")
+    if isinstance(resume, str) and not (Path(resume) / MANIFEST_NAME).is_file():
+        raise TandemError(f"resume: {resume} is not a training checkpoint (no {MANIFEST_NAME} in it)")
+
+
+def _check_shards(raw: dict[str, Any]) -> ShardedCorpus:
+    data, model = raw["data"], raw["model"]
+    try:
+        corpus = ShardedCorpus.open(data["shards"])
+    except TandemError as e:
+        raise TandemError(f"data.shards: {e}") from None
+    expected = data.get("tokenizer_sha256")
+    if data.get("tokenizer"):
+        tokenizer_file = Path(data["tokenizer"])
+        if not tokenizer_file.is_file():
+            raise TandemError(f"data.tokenizer: {tokenizer_file} not found")
+        expected_from_file = tokenizer_sha256(tokenizer_file)
+        if expected_from_file != corpus.tokenizer_sha256:
+            raise TandemError(
+                f"data.tokenizer: the shards in {corpus.path} were built with another tokenizer (sha256 "
+                f"{corpus.tokenizer_sha256[:12]}..., {tokenizer_file} is {expected_from_file[:12]}...); "
+                "re-run prepare_data"
+            )
+    if expected and expected != corpus.tokenizer_sha256:
+        raise TandemError(
+            f"data.tokenizer_sha256: the shards in {corpus.path} were built with tokenizer sha256 "
+            f"{corpus.tokenizer_sha256[:12]}..., not {expected[:12]}...; re-run prepare_data"
+        )
+    if _is_instance(model["vocab_size"], int) and model["vocab_size"] < corpus.vocab_size:
+        raise TandemError(
+            f"model.vocab_size: {model['vocab_size']} is smaller than the tokenizer's {corpus.vocab_size} "
+            f"(shards in {corpus.path})"
+        )
+    need = data["seq_len"] + 1
+    for domain in corpus.domains:
+        for split in ("train", "val"):
+            n = corpus.num_tokens(domain, split)
+            if n < need:
+                raise TandemError(
+                    f"data.seq_len: domain {domain!r} {split} has {n} tokens, fewer than seq_len + 1 = {need}"
+                )
+    return corpus
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. the mixture against the corpus's domains
+
+
+def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
+    mix = raw["mixture"]
+    domains = corpus.domains
+    m = len(domains)
+    natural = [corpus.num_tokens(d, "train") for d in domains]
+    try:
+        initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural)
+    except TandemError as e:  # the export's own messages name its path: name the key as well
+        if mix.get("weights_from") and not str(e).startswith("mixture."):
+            raise TandemError(f"mixture.weights_from: {e}") from None
+        raise
+    min_weight = float(mix.get("min_weight", 0.0))
+    if min_weight * m > 1.0 + _FLOOR_TOL:
+        raise TandemError(f"mixture.min_weight: {min_weight} * M={m} domains exceeds 1 (at most {1.0 / m:.6g})")
+    if bool((initial < min_weight - 1e-6).any()):
+        source = "mixture.weights_from" if mix.get("weights_from") else "mixture.weights"
+        low = [d for d, w in zip(domains, initial.tolist()) if w < min_weight - 1e-6]
+        raise TandemError(f"{source}: weight of {low} below mixture.min_weight={min_weight}")
+    if LEARNERS[mix["learner"]].uses_validation_batches:
+        resolve_target_weights(mix.get("target_weights"), domains)
+
+
+# ----------------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tandem_components.config_validation",
+        description="Check a pretraining config (recipes/pretrain.py) without running it.",
+    )
+    parser.add_argument("config", help="a YAML config, e.g. configs/pretrain/tiny_stage1.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, as for tune run")
+    parser.add_argument("--world-size", type=int, default=1, help="number of ranks the run will use")
+    args = parser.parse_args(argv)
+    try:
+        if not Path(args.config).is_file():
+            raise TandemError(f"{args.config}: config file not found")
+        try:
+            cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
+        except (OmegaConfBaseException, ValueError) as e:
+            raise TandemError(f"{args.config}: not a readable config ({type(e).__name__}: {e})") from None
+        validate_pretrain_config(cfg, world_size=args.world_size)
+    except TandemError as e:
+        print(f"tandem: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    print("config OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Running the real recipe files in tests: as `tune run` does (subprocess), or in-process.
+
+In-process runs call the recipe file's ``recipe_main`` with ``sys.argv`` set exactly as ``tune run``
+sets it (``config.parse`` reads it), which skips only the CLI's ~5 s of imports per run.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: a tiny model and short evaluation for recipe tests on the embedded corpus (1024-token test BPE)
+TINY = [
+    "model.vocab_size=1024", "model.embed_dim=64", "model.num_layers=1", "model.num_heads=4",
+    "model.num_kv_heads=2", "data.seq_len=64", "data.batch_size=8", "eval.every_n_steps=0",
+    "eval.windows_per_domain=4", "lr_scheduler.warmup_steps=5", "log_every_n_steps=5",
+]
+
+
+def tune_run(recipe: str, config: str | Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``tune run recipes/<recipe>.py --config <config> <overrides>`` from the repo root."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torchtune._cli.tune", "run", f"recipes/{recipe}.py", "--config", str(config)]
+    return subprocess.run(
+        [*command, *overrides], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_in_process(recipe: str, config: str | Path, *overrides: str, monkeypatch) -> int:
+    """Run a recipe file's ``recipe_main`` in this process, with ``sys.argv`` as ``tune run`` sets it.
+
+    Returns the exit status (torchtune's ``config.parse`` ends with ``sys.exit``): 0 on success.
+    """
+    main = runpy.run_path(str(REPO_ROOT / "recipes" / f"{recipe}.py"))["recipe_main"]
+    monkeypatch.setattr(sys, "argv", [f"recipes/{recipe}.py", "--config", str(config), *overrides])
+    monkeypatch.chdir(REPO_ROOT)
+    try:
+        main()
+    except SystemExit as e:
+        return 0 if e.code is None else int(e.code)
+    return 0
