@@ -1,23 +1,27 @@
 """Pretraining recipe (data-abundant scenario): learn a data mixture, or train on a fixed one.
 
     tune run recipes/pretrain.py --config configs/pretrain/tiny_stage1.yaml [key=value ...]
+    tune run --nproc_per_node 2 recipes/pretrain.py --config ...      # FSDP2 over 2 ranks
 
 Stage 1, ``mixture.learner: tandem`` (METHOD.md): training runs in episodes of E = ``episode_len``
 steps. Each episode starts by synchronising the twins (reference w <- proxy u); during its first
 K = ``probe_steps`` steps the proxy steps on an α-weighted train batch and the reference steps on the
 same batch (weighted γ) plus a validation batch; at step K, Δ_m = γ (L^m(w) - L^m(u)) is measured on a
 paired probe batch and α <- Proj_simplex(α - lr_α Δ); the proxy then trains E - K more steps under the
-new α. The run exports the learned mixture (``mixture.yaml``), its trajectory and a plot.
+new α. ``doremi`` and ``doge`` are baselines in the same loop (tandem_components/estimators/).
 
-Stage 2, ``mixture.learner: fixed``: the same loop with a constant α (read from a stage-1 export, given
-inline, or ``uniform`` / ``natural``) trains the target model, which may be larger than the proxy.
+Stage 2, ``mixture.learner: fixed``: the same loop with a constant α (a stage-1 export, inline weights,
+``uniform`` or ``natural``) trains the target model, which may be larger than the proxy.
 
-Both stages evaluate per-domain validation loss and perplexity every ``eval.every_n_steps`` steps and at
-the end, print the table and save it as JSON and CSV in ``output_dir``.
+Both stages evaluate per-domain validation loss and perplexity every ``eval.every_n_steps`` and at the
+end, and write in ``output_dir``: mixture.yaml, mixture_trajectory.{jsonl,png}, eval.{json,csv},
+summary.json, model/model.safetensors, logs/. With ``checkpoint.every_n_steps`` they save the full
+training state; ``resume=true`` continues bit-for-bit from the latest checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -29,152 +33,273 @@ from tqdm import tqdm
 
 from tandem_components import __version__
 from tandem_components.atomic import atomic_write_text
-from tandem_components.checkpoint import save_model_weights
-from tandem_components.distributed import is_main_process, rank_and_world_size
+from tandem_components.checkpoint import load_model_weights, save_model_weights
+from tandem_components.chunked_loss import model_chunked_domain_losses
+from tandem_components.config_validation import checkpoint_dir, validate_pretrain_config
+from tandem_components.distributed import barrier, is_main_process, launched_world_size, rank_and_world_size
 from tandem_components.domain_loss import model_domain_losses
-from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.estimators import LEARNERS, FixedEstimator, TandemEstimator
+from tandem_components.errors import exit_on_user_error
+from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
+from tandem_components.estimators.doremi import freeze
 from tandem_components.evaluation import evaluate_per_domain
 from tandem_components.export import write_mixture_export
 from tandem_components.loader import PerDomainSampler, WeightedDomainLoader, eval_windows
 from tandem_components.mixture import MixtureState
-from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
+from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
+from tandem_components.parallel import (
+    full_state_dict,
+    global_parameter_distance,
+    init_distributed_if_launched,
+    local_device,
+    make_prepare,
+)
 from tandem_components.plots import plot_mixture_trajectory
 from tandem_components.shards import ShardedCorpus
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
+from tandem_components.training_state import (
+    config_fingerprint,
+    find_latest_checkpoint,
+    load_training_checkpoint,
+    restore_rng_state,
+    save_training_checkpoint,
+    truncate_trajectory,
+)
 from tandem_components.twins import build_twins
 
 log = get_logger("INFO")
 
 
 class PretrainRecipe:
-    """Stage 1 (learn α with TANDEM) or stage 2 (train on a fixed α) on a sharded multi-domain corpus."""
+    """Stage 1 (learn α) or stage 2 (train on a fixed α) on a sharded multi-domain corpus."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.device = torch.device(cfg.get("device", "cpu"))
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(cfg.get("dtype", "fp32"))
-        if self.dtype is None:
-            raise TandemError(f"dtype: expected 'fp32' or 'bf16', got {cfg.get('dtype')!r}")
+        init_distributed_if_launched(cfg.get("device", "cpu"), cpu_offload=bool(cfg.get("fsdp_cpu_offload", False)))
+        self.rank, self.world_size = rank_and_world_size()
+        self.device = local_device(cfg.get("device", "cpu"))
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.get("dtype", "fp32")]
         self.seed = int(cfg.seed)
         self.max_steps = int(cfg.max_steps)
         self.output_dir = Path(cfg.output_dir)
-        self.rank, self.world_size = rank_and_world_size()
-
         mix = cfg.mixture
-        if mix.learner not in LEARNERS:
-            raise TandemError(f"mixture.learner: expected one of {sorted(LEARNERS)}, got {mix.learner!r}")
         self.learner = mix.learner
         self.episode_len = int(mix.get("episode_len", 1))  # E
         self.probe_steps = int(mix.get("probe_steps", 1))  # K
-        if self.episode_len < 1 or self.probe_steps < 1:
-            raise TandemError("mixture.episode_len and mixture.probe_steps: expected integers >= 1")
-        if self.probe_steps > self.episode_len:
-            raise TandemError(
-                f"mixture.probe_steps: K={self.probe_steps} must not exceed episode_len E={self.episode_len}"
-            )
         self.batch_size = int(cfg.data.batch_size)
         self.seq_len = int(cfg.data.seq_len)
-        if self.seq_len > int(cfg.model.max_seq_len):
-            raise TandemError(f"data.seq_len: {self.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
         self.clip_grad_norm = cfg.get("clip_grad_norm", None)
         self.log_every = int(cfg.get("log_every_n_steps", 10))
+        ckpt = cfg.get("checkpoint", {}) or {}
+        self.checkpoint_every = int(ckpt.get("every_n_steps", 0) or 0)
+        self.checkpoint_keep = int(ckpt.get("keep_last", 2))
+        self.checkpoint_dir = checkpoint_dir(OmegaConf.to_container(cfg, resolve=True))
+        # One forward for training, Δ and evaluation: full logits, or chunked (no (B, T, V) tensor).
+        chunks = int(cfg.get("loss_chunks", 0) or 0)
+        self.forward = functools.partial(model_chunked_domain_losses, num_chunks=chunks) if chunks else model_domain_losses
+        self.start_step = 0
+        self.extra_wall_time_s = 0.0  # e.g. DoReMi's reference training, part of the method's cost
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
-        cfg = self.cfg
         set_seed(self.seed)
-        self.corpus = ShardedCorpus.open(cfg.data.shards)
-        self.domains = self.corpus.domains
-        if int(cfg.model.vocab_size) < self.corpus.vocab_size:
-            raise TandemError(
-                f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's "
-                f"{self.corpus.vocab_size} (shards in {cfg.data.shards})"
-            )
-        train_tokens = [self.corpus.tokens(d, "train") for d in self.domains]
-        val_tokens = [self.corpus.tokens(d, "val") for d in self.domains]
-        natural = [self.corpus.num_tokens(d, "train") for d in self.domains]
-
-        self.mixture = self._setup_mixture(natural)
+        self._setup_data()
+        self._setup_mixture()
         self._setup_models()
-        self.train_loader = WeightedDomainLoader(
-            train_tokens, self.mixture.weights, self.batch_size, self.seq_len,
-            seed=self.seed, rank=self.rank, world_size=self.world_size,
-        )
-        self.val_loader = None
-        if self.estimator.uses_validation_batches:
-            target = resolve_target_weights(self.cfg.mixture.get("target_weights"), self.domains)
-            self.val_loader = WeightedDomainLoader(
-                val_tokens, target, int(cfg.mixture.get("val_batch_size", self.batch_size)), self.seq_len,
-                seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
-            )
-        self.probe_sampler = PerDomainSampler(
-            train_tokens, int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
-            seed=self.seed + 2, rank=self.rank,
-        )
-        self.eval_batches = eval_windows(val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
-        self.metric_logger = config.instantiate(cfg.metric_logger) if is_main_process() else None
+        self._setup_loaders()
+        self.metric_logger = config.instantiate(self.cfg.metric_logger) if is_main_process() else None
         if self.metric_logger is not None:
-            self.metric_logger.log_config(cfg)
-
-    def _setup_mixture(self, natural_tokens: list[int]) -> MixtureState:
-        mix = self.cfg.mixture
-        initial = resolve_initial_weights(mix, self.domains, natural_tokens)
-        return MixtureState(
-            self.domains, initial=initial, lr=float(mix.get("lr", 1.0)),
-            update=mix.get("update", "projected_gradient"), min_weight=float(mix.get("min_weight", 0.0)),
+            self.metric_logger.log_config(self.cfg)
+        self.fingerprint = config_fingerprint(
+            self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256, "world_size": self.world_size}
         )
+        if self.cfg.get("resume"):
+            self._load_checkpoint()
+
+    def _setup_data(self) -> None:
+        self.corpus = ShardedCorpus.open(self.cfg.data.shards)
+        self.domains = self.corpus.domains
+        self.train_tokens = [self.corpus.tokens(d, "train") for d in self.domains]
+        self.val_tokens = [self.corpus.tokens(d, "val") for d in self.domains]
+        self.natural_tokens = [self.corpus.num_tokens(d, "train") for d in self.domains]
+
+    def _setup_mixture(self) -> None:
+        mix = self.cfg.mixture
+        self.mixture = MixtureState(
+            self.domains,
+            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens),
+            lr=float(mix.get("lr", 1.0)),
+            update=mix.get("update", "projected_gradient"),
+            min_weight=float(mix.get("min_weight", 0.0)),
+            smoothing=float(mix.get("smoothing", 0.0)),
+        )
+
+    def _build_model(self) -> torch.nn.Module:
+        # Same seed on every rank: FSDP2 shards one model, so every rank must build the same one.
+        torch.manual_seed(self.seed)
+        return config.instantiate(self.cfg.model)
+
+    def _make_optimizer(self, lr_scale: float = 1.0):
+        lr = float(self.cfg.optimizer.lr) * lr_scale
+        return lambda params: config.instantiate(self.cfg.optimizer, params, lr=lr)
+
+    def _make_lr_scheduler(self, optimizer, num_steps: int):
+        warmup = int(self.cfg.get("lr_scheduler", {}).get("warmup_steps", 0))
+        return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=num_steps)
 
     def _setup_models(self) -> None:
         cfg = self.cfg
-        lr = float(cfg.optimizer.lr)
-
-        def build_model() -> torch.nn.Module:
-            return config.instantiate(cfg.model).to(device=self.device, dtype=self.dtype)
-
-        def optimizer_factory(scale: float):
-            return lambda params: config.instantiate(cfg.optimizer, params, lr=lr * scale)
-
-        if self.learner == "tandem":
-            reference_scale = float(cfg.mixture.get("reference_lr_scale", 1.0))  # lr_w / lr_u
-            self.twins = build_twins(build_model, optimizer_factory(1.0), optimizer_factory(reference_scale))
-            self.model, self.optimizer = self.twins.proxy, self.twins.proxy_optimizer
-            self.estimator = TandemEstimator(
-                self.twins, len(self.domains), gamma=float(cfg.mixture.get("gamma", 1.0)),
-                max_grad_norm=self.clip_grad_norm,
-            )
-            self.reference_lr_scale = reference_scale
-        else:
-            self.twins = None
-            self.model = build_model()
-            self.optimizer = optimizer_factory(1.0)(self.model.parameters())
-            self.estimator = FixedEstimator(len(self.domains))
-        sched = cfg.get("lr_scheduler", {})
-        self.lr_scheduler = get_cosine_schedule_with_warmup(
-            self.optimizer, num_warmup_steps=int(sched.get("warmup_steps", 0)), num_training_steps=self.max_steps
+        self.prepare = make_prepare(
+            device=self.device, dtype=self.dtype, fsdp=self.world_size > 1,
+            activation_checkpointing=bool(cfg.get("enable_activation_checkpointing", False)),
+            compile=bool(cfg.get("compile", False)), float8=bool(cfg.get("float8", False)),
+            cpu_offload=bool(cfg.get("fsdp_cpu_offload", False)),
         )
+        m = len(self.domains)
+        self.twins = None
+        if self.learner == "tandem":
+            self.reference_lr_scale = float(cfg.mixture.get("reference_lr_scale", 1.0))  # lr_w / lr_u
+            self.twins = build_twins(
+                self._build_model, self._make_optimizer(), self._make_optimizer(self.reference_lr_scale),
+                prepare=self.prepare,
+            )
+            self.model, self.optimizer = self.twins.proxy, self.twins.proxy_optimizer
+        else:
+            self.model = self.prepare(self._build_model())
+            self.optimizer = self._make_optimizer()(self.model.parameters())
+        self.lr_scheduler = self._make_lr_scheduler(self.optimizer, self.max_steps)
+
+        gamma = float(cfg.mixture.get("gamma", 1.0))
+        if self.learner == "tandem":
+            self.estimator = TandemEstimator(
+                self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward
+            )
+        elif self.learner == "doremi":
+            self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,
+                                             reference_path=str(self.doremi_reference_path))
+        elif self.learner == "doge":
+            self.estimator = DoGEEstimator(self.model, m, val_batches=lambda: next(self.val_iter).to(self.device),
+                                           forward=self.forward)
+        else:
+            self.estimator = FixedEstimator(m)
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info(f"model: {n_params / 1e6:.2f}M parameters; learner: {self.learner}; domains: {self.domains}")
+        log.info(f"model: {n_params / 1e6:.2f}M parameters (this rank); learner: {self.learner}; "
+                 f"domains: {self.domains}; ranks: {self.world_size}")
+
+    def _doremi_reference(self) -> torch.nn.Module:
+        """DoReMi's reference: trained once on a fixed mixture (default uniform), then frozen.
+
+        Loaded from ``mixture.reference_checkpoint`` if given (or from this run's output on resume);
+        otherwise trained here for ``mixture.reference_steps`` (default ``max_steps``) and saved, its
+        wall time counted in the method's cost.
+        """
+        mix = self.cfg.mixture
+        given = mix.get("reference_checkpoint")
+        self.doremi_reference_path = Path(given) if given else self.output_dir / "doremi_reference" / "model.safetensors"
+        if given or (self.cfg.get("resume") and self.doremi_reference_path.is_file()):
+            reference = load_model_weights(self._build_model(), self.doremi_reference_path)  # full weights,
+            return freeze(self.prepare(reference))  # then sharded like the proxy
+        reference = self.prepare(self._build_model())
+        steps = int(mix.get("reference_steps", self.max_steps))
+        weights = named_or_mapping_weights(
+            mix.get("reference_weights", "uniform"), self.domains, self.natural_tokens, key="mixture.reference_weights"
+        )
+        optimizer = self._make_optimizer()(reference.parameters())
+        scheduler = self._make_lr_scheduler(optimizer, steps)
+        loader = iter(WeightedDomainLoader(self.train_tokens, weights, self.batch_size, self.seq_len,
+                                           seed=self.seed + 3, rank=self.rank, world_size=self.world_size))
+        start = time.perf_counter()
+        for _ in tqdm(range(steps), desc="doremi reference", disable=not is_main_process(), dynamic_ncols=True):
+            self._train_step(reference, optimizer, scheduler, next(loader).to(self.device))
+        self.extra_wall_time_s = time.perf_counter() - start
+        self._save_weights(reference, self.doremi_reference_path)
+        del optimizer, scheduler
+        return freeze(reference)
+
+    def _setup_loaders(self) -> None:
+        cfg = self.cfg
+        self.train_loader = WeightedDomainLoader(
+            self.train_tokens, self.mixture.weights, self.batch_size, self.seq_len,
+            seed=self.seed, rank=self.rank, world_size=self.world_size,
+        )
+        self.val_loader = None
+        if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient
+            target = resolve_target_weights(cfg.mixture.get("target_weights"), self.domains)
+            self.val_loader = WeightedDomainLoader(
+                self.val_tokens, target, int(cfg.mixture.get("val_batch_size", self.batch_size)), self.seq_len,
+                seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
+            )
+        self.probe_sampler = PerDomainSampler(
+            self.train_tokens, int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
+            seed=self.seed + 2, rank=self.rank,
+        )
+        self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
+
+    # ------------------------------------------------------------ checkpoints
+    def _training_state(self) -> dict:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(), "mixture": self.mixture.state_dict(),
+            "estimator": self.estimator.state_dict(), "train_loader": self.train_loader.state_dict(),
+            "probe_sampler": self.probe_sampler.state_dict(),
+        }
+        if self.twins is not None:
+            state["reference_model"] = self.twins.reference.state_dict()
+            state["reference_optimizer"] = self.twins.reference_optimizer.state_dict()
+        if self.val_loader is not None:
+            state["val_loader"] = self.val_loader.state_dict()
+        return state
+
+    def save_checkpoint(self, step: int) -> None:
+        path = save_training_checkpoint(
+            self.checkpoint_dir, step, self._training_state(), fingerprint=self.fingerprint,
+            keep_last=self.checkpoint_keep,
+        )
+        log.info(f"checkpoint: {path}")
+
+    def _load_checkpoint(self) -> None:
+        resume = self.cfg.resume
+        path = find_latest_checkpoint(self.checkpoint_dir) if resume is True else Path(resume)
+        ck = load_training_checkpoint(path, self.fingerprint)
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.lr_scheduler.load_state_dict(ck["lr_scheduler"])
+        self.mixture.load_state_dict(ck["mixture"])
+        self.estimator.load_state_dict(ck["estimator"])
+        self.train_loader.load_state_dict(ck["train_loader"])
+        self.probe_sampler.load_state_dict(ck["probe_sampler"])
+        if self.twins is not None:
+            self.twins.reference.load_state_dict(ck["reference_model"])
+            self.twins.reference_optimizer.load_state_dict(ck["reference_optimizer"])
+        if self.val_loader is not None:
+            self.val_loader.load_state_dict(ck["val_loader"])
+        self.start_step = int(ck["step"])
+        restore_rng_state(ck["rng"])  # last: building the models above drew random numbers
+        log.info(f"resumed from {path} at step {self.start_step}")
 
     # ------------------------------------------------------------------ train
-    def _proxy_step(self, batch) -> float:
-        losses = model_domain_losses(self.model, batch, len(self.domains))
+    def _train_step(self, model, optimizer, scheduler, batch) -> float:
+        """One optimizer step on ``batch``; returns its mean loss (nats/token)."""
+        losses = self.forward(model, batch, len(self.domains))
         losses.mean.backward()
         if self.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.clip_grad_norm))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.lr_scheduler.step()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.clip_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return float(losses.mean.detach())
+
+    def _proxy_step(self, batch) -> float:
+        loss = self._train_step(self.model, self.optimizer, self.lr_scheduler, batch)
         if self.twins is not None:  # lr_w follows the proxy's schedule: lr_w = scale * lr_u
             lr_u = self.optimizer.param_groups[0]["lr"]
             for group in self.twins.reference_optimizer.param_groups:
                 group["lr"] = lr_u * self.reference_lr_scale
-        return float(losses.mean.detach())
+        return loss
 
     def _update_mixture(self, step: int) -> dict[str, float]:
         """Δ on a paired probe batch, then one α step; the loader follows from the next batch on."""
         probe = self.probe_sampler.sample().to(self.device)
-        distance = self.twins.parameter_distance() if self.twins is not None else 0.0
+        distance = global_parameter_distance(self.twins) if self.twins is not None else 0.0
         delta = self.estimator.delta(probe)
         alpha = self.mixture.step(delta)
         self.train_loader.set_weights(alpha)
@@ -186,7 +311,7 @@ class PretrainRecipe:
         if is_main_process():
             with open(self.trajectory_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-            log.info(
+            tqdm.write(
                 f"step {step} update {row['update']}: α = "
                 + " ".join(f"{d}={a:.3f}" for d, a in row["alpha"].items())
                 + " | Δ = " + " ".join(f"{d}={v:+.4f}" for d, v in row["delta"].items())
@@ -198,7 +323,8 @@ class PretrainRecipe:
 
     def _evaluate(self, step: int):
         result = evaluate_per_domain(
-            self.model, self.eval_batches, self.domains, int(self.cfg.eval.batch_size), step=step, device=self.device
+            self.model, self.eval_batches, self.domains, int(self.cfg.eval.batch_size), step=step,
+            device=self.device, forward=self.forward,
         )
         if self.metric_logger is not None:
             self.metric_logger.log_dict(result.metrics(), step=step)
@@ -206,18 +332,22 @@ class PretrainRecipe:
 
     def train(self) -> None:
         main = is_main_process()
-        if main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         self.trajectory_path = self.output_dir / "mixture_trajectory.jsonl"
         if main:
-            self.trajectory_path.write_text("")
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.start_step == 0:
+                self.trajectory_path.write_text("")
+            else:  # drop rows written after the checkpoint by the run that crashed
+                truncate_trajectory(self.trajectory_path, self.mixture.num_updates)
         learning = self.estimator.updates_mixture
         eval_every = int(self.cfg.eval.get("every_n_steps", 0) or 0)
-        train_iter, val_iter = iter(self.train_loader), iter(self.val_loader) if self.val_loader else None
+        train_iter = iter(self.train_loader)
+        self.val_iter = iter(self.val_loader) if self.val_loader is not None else None
         tokens_per_step = self.batch_size * self.seq_len * self.world_size
         start = time.perf_counter()
-        bar = tqdm(total=self.max_steps, desc=f"{self.learner}", disable=not main, dynamic_ncols=True)
-        for step in range(1, self.max_steps + 1):
+        bar = tqdm(total=self.max_steps, initial=self.start_step, desc=self.learner, disable=not main,
+                   dynamic_ncols=True)
+        for step in range(self.start_step + 1, self.max_steps + 1):
             k = (step - 1) % self.episode_len  # position inside the episode
             if learning and k == 0:
                 self.estimator.begin_episode()  # TANDEM: sync w <- u
@@ -225,65 +355,73 @@ class PretrainRecipe:
             loss = self._proxy_step(batch)
             metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
             if learning and k < self.probe_steps:
-                val_batch = next(val_iter).to(self.device) if val_iter is not None else None
-                metrics.update(self.estimator.probe_step(batch, val_batch))
+                metrics.update(self.estimator.probe_step(batch, next(self.val_iter).to(self.device)))
             if learning and k == self.probe_steps - 1:
                 metrics.update(self._update_mixture(step))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
             if self.metric_logger is not None and (step % self.log_every == 0 or step == self.max_steps):
                 elapsed = time.perf_counter() - start
-                metrics["tokens_per_second"] = tokens_per_step * step / max(elapsed, 1e-9)
+                metrics["tokens_per_second"] = tokens_per_step * (step - self.start_step) / max(elapsed, 1e-9)
                 self.metric_logger.log_dict(metrics, step=step)
             if eval_every and step % eval_every == 0 and step != self.max_steps:
                 result = self._evaluate(step)
-                bar.write(f"step {step}: mean val loss {result.mean_loss:.4f}, mean ppl {result.mean_perplexity:.2f}")
+                tqdm.write(f"step {step}: mean val loss {result.mean_loss:.4f}, mean ppl {result.mean_perplexity:.2f}")
+            if self.checkpoint_every and step % self.checkpoint_every == 0 and step != self.max_steps:
+                self.save_checkpoint(step)
         bar.close()
-        self.wall_time_s = time.perf_counter() - start
+        self.wall_time_s = time.perf_counter() - start + self.extra_wall_time_s
         self.final_eval = self._evaluate(self.max_steps)
+        self._save_weights(self.model, self.output_dir / "model" / "model.safetensors")
         if main:
             self._write_outputs()
 
     # ---------------------------------------------------------------- outputs
-    def _write_outputs(self) -> None:
-        out = self.output_dir
+    def _save_weights(self, model: torch.nn.Module, path: Path) -> None:
+        state = full_state_dict(model)  # a collective under FSDP: every rank calls it
+        if is_main_process():
+            save_model_weights(state, path, self.cfg.model)
+        barrier()
+
+    def _provenance(self) -> dict:
         cfg = self.cfg
         hyper = {
             "episode_len": self.episode_len, "probe_steps": self.probe_steps,
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
+            "smoothing": self.mixture.smoothing,
             "probe_seqs_per_domain": int(cfg.mixture.get("probe_seqs_per_domain", 8)),
-            "reference_lr_scale": float(cfg.mixture.get("reference_lr_scale", 1.0)),
             "batch_size": self.batch_size, "seq_len": self.seq_len, "world_size": self.world_size,
             **self.estimator.hyperparameters(),
         }
-        provenance = {
+        return {
             "tandem_version": __version__, "learner": self.learner, "seed": self.seed, "steps": self.max_steps,
             "num_updates": self.mixture.num_updates, "tokenizer_sha256": self.corpus.tokenizer_sha256,
             "corpus_index_sha256": self.corpus.index_sha256, "corpus": str(self.corpus.path),
             "model": OmegaConf.to_container(cfg.model, resolve=True), "hyperparameters": hyper,
             "weights_from": cfg.mixture.get("weights_from"),
         }
-        export = write_mixture_export(
-            out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average().tolist(),
-            method=self.learner, provenance=provenance,
-        )
-        history = self.mixture.history
-        steps = [0] + [row["step"] for row in self._trajectory_rows()]
-        plot = plot_mixture_trajectory(
-            steps, [a.tolist() for a in history], self.domains, out / "mixture_trajectory.png",
-            title=f"{self.learner}: mixture weights over training",
-        )
-        json_path, csv_path = self.final_eval.write(out)
-        save_model_weights(self.model, out / "model" / "model.safetensors", cfg.model)
-        summary = {
+
+    def _summary(self) -> dict:
+        return {
             "wall_time_s": self.wall_time_s, "mean_val_loss": self.final_eval.mean_loss,
             "mean_val_ppl": self.final_eval.mean_perplexity, "steps": self.max_steps,
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
             "average_alpha": dict(zip(self.domains, self.mixture.average().tolist())),
         }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        if self.metric_logger is not None:
-            self.metric_logger.close()
+
+    def _write_outputs(self) -> None:
+        out = self.output_dir
+        export = write_mixture_export(
+            out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average().tolist(),
+            method=self.learner, provenance=self._provenance(),
+        )
+        rows = [json.loads(line) for line in self.trajectory_path.read_text(encoding="utf-8").splitlines() if line]
+        plot = plot_mixture_trajectory(
+            [0] + [row["step"] for row in rows], [a.tolist() for a in self.mixture.history], self.domains,
+            out / "mixture_trajectory.png", title=f"{self.learner}: mixture weights over training",
+        )
+        json_path, csv_path = self.final_eval.write(out)
+        atomic_write_text(out / "summary.json", json.dumps(self._summary(), indent=2) + "\n")
         print("\nPer-domain validation (final model):\n" + self.final_eval.format_table())
         print("\nMixture (last / trajectory average):")
         for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average().tolist()):
@@ -294,18 +432,18 @@ class PretrainRecipe:
             f"  model           {out / 'model' / 'model.safetensors'}\n  wall time       {self.wall_time_s:.1f}s"
         )
 
-    def _trajectory_rows(self) -> list[dict]:
-        with open(self.trajectory_path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
     def cleanup(self) -> None:
         if self.metric_logger is not None:
             self.metric_logger.close()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 @exit_on_user_error
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
+    # Everything is checked before any work: a typo costs seconds and writes nothing.
+    validate_pretrain_config(cfg, world_size=launched_world_size())
     recipe = PretrainRecipe(cfg)
     recipe.setup()
     recipe.train()

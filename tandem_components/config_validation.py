@@ -95,6 +95,12 @@ SCHEMA: dict[str, Any] = {
     "max_steps": Key(int, required=True, minimum=1),
     "log_every_n_steps": Key(int, minimum=1),
     "clip_grad_norm": Key(NUMBER, nullable=True, above=0),
+    # speed and scale (tandem_components/parallel.py, chunked_loss.py); FSDP2 is on whenever world size > 1
+    "compile": Key(bool),  # torch.compile each transformer layer
+    "float8": Key(bool),  # torchao float8 training of the eligible Linear layers (emulated on CPU)
+    "enable_activation_checkpointing": Key(bool),
+    "fsdp_cpu_offload": Key(bool),  # FSDP2 CPUOffloadPolicy (parameters, gradients, optimizer state)
+    "loss_chunks": Key(int, minimum=0),  # 0: full logits; n: output projection + CE in n chunks
     "data": {
         "shards": Key(str, required=True),
         "seq_len": Key(int, required=True, minimum=1),
@@ -121,6 +127,11 @@ SCHEMA: dict[str, Any] = {
         "probe_seqs_per_domain": Key(int, minimum=1),
         "val_batch_size": Key(int, minimum=1),
         "target_weights": Key((str, dict), nullable=True),
+        # DoReMi's reference model: a safetensors file, or trained in stage 1 for reference_steps on
+        # reference_weights (uniform | natural | {domain: weight})
+        "reference_checkpoint": Key(str, nullable=True),
+        "reference_steps": Key(int, minimum=1),
+        "reference_weights": Key((str, dict)),
     },
     "eval": {
         "every_n_steps": Key(int, nullable=True, minimum=0),
@@ -347,6 +358,13 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
         raise TandemError(f"device: {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
     if mix.get("smoothing", 0) >= 1:
         raise TandemError(f"mixture.smoothing: expected 0 <= smoothing < 1, got {mix['smoothing']!r}")
+    if world_size > 1 and (raw.get("checkpoint") or {}).get("every_n_steps", 0):
+        raise TandemError(
+            "checkpoint.every_n_steps: training checkpoints are single-process only for now "
+            f"(this run has {world_size} ranks); set checkpoint.every_n_steps=0"
+        )
+    if raw.get("fsdp_cpu_offload") and world_size == 1:
+        raise TandemError("fsdp_cpu_offload: needs FSDP2, i.e. more than one rank (tune run --nproc_per_node N)")
     if mix["learner"] == "fixed" and mix.get("weights_from") is None and "weights" not in mix:
         raise TandemError("mixture.weights: missing (learner fixed needs weights or weights_from)")
 

@@ -7,6 +7,8 @@ rank then takes the same deterministic α step.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -19,6 +21,11 @@ def rank_and_world_size() -> tuple[int, int]:
     if is_distributed():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def launched_world_size() -> int:
+    """Number of ranks torchrun launched (``WORLD_SIZE``), readable before the process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main_process() -> bool:

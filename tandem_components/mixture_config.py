@@ -36,18 +36,25 @@ def named_weights(name: str, domains: Sequence[str], natural_tokens: Sequence[in
     raise TandemError(f"{key}: expected 'uniform', 'natural' or a {{domain: weight}} mapping, got {name!r}")
 
 
+def named_or_mapping_weights(
+    spec: Any, domains: Sequence[str], natural_tokens: Sequence[int], key: str
+) -> torch.Tensor:
+    """``uniform`` | ``natural`` | ``{domain: weight}`` -> (M,) float64 in domain order."""
+    spec = _plain(spec)
+    if isinstance(spec, str):
+        return named_weights(spec, domains, natural_tokens, key=key)
+    if isinstance(spec, Mapping):
+        return weights_vector(spec, domains, source=key)
+    raise TandemError(f"{key}: expected 'uniform', 'natural' or a mapping, got {type(spec).__name__}")
+
+
 def resolve_initial_weights(mix: DictConfig, domains: Sequence[str], natural_tokens: Sequence[int]) -> torch.Tensor:
     """α_0 (or the fixed α) as an (M,) float64 vector in domain order."""
     source = mix.get("weights_from")
     if source:
         weights, _ = read_mixture_export(source, use=mix.get("use", "average"))
         return weights_vector(weights, domains, source=str(source))
-    spec = _plain(mix.get("weights", "uniform"))
-    if isinstance(spec, str):
-        return named_weights(spec, domains, natural_tokens, key="mixture.weights")
-    if isinstance(spec, Mapping):
-        return weights_vector(spec, domains, source="mixture.weights")
-    raise TandemError(f"mixture.weights: expected 'uniform', 'natural' or a mapping, got {type(spec).__name__}")
+    return named_or_mapping_weights(mix.get("weights", "uniform"), domains, natural_tokens, key="mixture.weights")
 
 
 def resolve_target_weights(spec: Any, domains: Sequence[str]) -> torch.Tensor:

@@ -1,0 +1,449 @@
+"""Compare mixture learners end to end: the paper's main table, at any scale.
+
+    python benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml \
+        [--out outputs/compare_tiny] [--force] [key=value ...]
+
+For every learner of the harness config (``learners:``) and every seed, stage 1 learns a mixture:
+
+    tune run recipes/<recipe>.py --config <stage1_config> <stage1_overrides> <learner's overrides>
+        mixture.learner=<name> seed=<s> output_dir=<out>/stage1/<name>/seed<s>
+
+then stage 2 trains the target model on every learned mixture (``mixture.learner=fixed
+mixture.weights_from=<that run's mixture.yaml> mixture.use=<use>``) and on every fixed baseline
+(``mixture.weights=<name> mixture.weights_from=null``), with the same target config, budget and seed:
+
+    tune run recipes/<recipe>.py --config <stage2_config> <stage2_overrides> <mixture keys>
+        seed=<s> output_dir=<out>/stage2/<method>/seed<s>
+
+Runs are subprocesses, one at a time, each logged to ``<out>/logs/``. A run whose outputs exist and were
+made by the same command (and, in stage 2, the same mixture file) is skipped, so an interrupted comparison
+resumes where it stopped; ``--force`` redoes everything. A failed run stops the harness with its stderr.
+
+Writes to ``<out>/`` (atomically): ``results.json`` (every raw number), ``results.md`` (per-domain
+held-out perplexity per method, mean ± std over seeds; the average and its ratio to uniform's; stage-1
+wall time; the learned mixtures) and ``mixtures.png`` (the mixtures side by side per domain, as the
+paper's Figure 5). Harness overrides use OmegaConf's dotlist syntax (``seeds=[0]``,
+``stage1_overrides=[max_steps=50]``) and ``~key`` deletes a key (``~learners.doge``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python benchmarks/compare_mixtures.py` from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tandem_components.atomic import atomic_path, atomic_write_text  # noqa: E402
+
+#: every key of a harness config, with its default (None: required)
+DEFAULTS: dict[str, Any] = {
+    "recipe": "pretrain",
+    "stage1_config": None,
+    "stage2_config": None,
+    "seeds": [0],
+    "learners": None,
+    "fixed_baselines": ["uniform", "natural"],
+    "stage1_overrides": [],
+    "stage2_overrides": [],
+    "use": "average",
+    "output_dir": None,
+}
+#: files every finished recipe run leaves in its output_dir (summary.json is written last)
+RUN_OUTPUTS = ("mixture.yaml", "eval.json", "summary.json")
+#: written by the harness after a run succeeds: the command that made the outputs (the resume check)
+MARKER = "compare_run.json"
+STDERR_TAIL_CHARS = 4000
+UNIFORM = "uniform"
+
+
+class HarnessError(Exception):
+    """A bad harness config, or a failed run: printed as one message, exit status 2 (1 for a failed run)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------------------- config
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The harness config with ``key=value`` / ``~key`` overrides applied, checked, as plain Python."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"--config: {path} not found")
+    cfg = OmegaConf.load(path)
+    deletions = [o[1:] for o in overrides if o.startswith("~")]
+    dotlist = [o for o in overrides if not o.startswith("~")]
+    bad = [o for o in dotlist if "=" not in o]
+    if bad:
+        raise HarnessError(f"overrides: expected key=value or ~key, got {bad}")
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    for key in deletions:
+        *parents, leaf = key.split(".")
+        node = raw
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if not isinstance(node, dict) or leaf not in node:
+            raise HarnessError(f"overrides: ~{key}: no such key")
+        del node[leaf]
+    return check_config(raw, source=str(path))
+
+
+def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{source}: expected a mapping of harness keys")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise HarnessError(f"{source}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    cfg = {k: raw.get(k, v) for k, v in DEFAULTS.items()}
+    for key in ("stage1_config", "stage2_config"):
+        if not cfg[key]:
+            raise HarnessError(f"{source}: {key} is required")
+        if not _repo_path(cfg[key]).is_file():
+            raise HarnessError(f"{key}: {cfg[key]} not found (paths are relative to the repo root)")
+    if not (REPO_ROOT / "recipes" / f"{cfg['recipe']}.py").is_file():
+        raise HarnessError(f"recipe: recipes/{cfg['recipe']}.py not found")
+    seeds = cfg["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise HarnessError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise HarnessError(f"seeds: repeated seed in {seeds}")
+    learners = cfg["learners"] or {}
+    if not isinstance(learners, dict):
+        raise HarnessError(f"learners: expected a mapping name -> list of overrides, got {learners!r}")
+    learners = {str(k): list(v or []) for k, v in learners.items()}
+    for name, extra in learners.items():
+        _check_overrides(extra, f"learners.{name}")
+        if name == "fixed":
+            raise HarnessError("learners: 'fixed' learns nothing; list fixed mixtures in fixed_baselines")
+    baselines = cfg["fixed_baselines"] or []
+    if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
+        raise HarnessError(f"fixed_baselines: expected a list of names (uniform, natural), got {baselines!r}")
+    clash = sorted(set(learners) & set(baselines))
+    if clash:
+        raise HarnessError(f"fixed_baselines: {clash} also named in learners")
+    if not learners and not baselines:
+        raise HarnessError(f"{source}: nothing to compare (no learners, no fixed_baselines)")
+    for key in ("stage1_overrides", "stage2_overrides"):
+        cfg[key] = list(cfg[key] or [])
+        _check_overrides(cfg[key], key)
+    if cfg["use"] not in ("average", "last"):
+        raise HarnessError(f"use: expected 'average' or 'last', got {cfg['use']!r}")
+    cfg["learners"], cfg["fixed_baselines"] = learners, list(baselines)
+    return cfg
+
+
+def _check_overrides(items: Any, key: str) -> None:
+    if not isinstance(items, list) or not all(isinstance(o, str) and ("=" in o or o.startswith("~")) for o in items):
+        raise HarnessError(f"{key}: expected a list of 'key=value' strings, got {items!r}")
+
+
+def _repo_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
+    """Every recipe run of the comparison, stage 1 first: dicts with stage, method, seed, dir, overrides.
+
+    A stage-2 run of a learned mixture names its stage-1 run in ``weights_from``."""
+    runs = []
+    for name, extra in cfg["learners"].items():
+        for seed in cfg["seeds"]:
+            run_dir = out / "stage1" / name / f"seed{seed}"
+            runs.append({
+                "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage1_config"],
+                "overrides": [*cfg["stage1_overrides"], *extra, f"mixture.learner={name}", f"seed={seed}",
+                              f"output_dir={run_dir}"],
+            })
+    for name in [*cfg["learners"], *cfg["fixed_baselines"]]:
+        for seed in cfg["seeds"]:
+            run_dir = out / "stage2" / name / f"seed{seed}"
+            if name in cfg["learners"]:
+                source = out / "stage1" / name / f"seed{seed}" / "mixture.yaml"
+                mixture = [f"mixture.weights_from={source}", f"mixture.use={cfg['use']}"]
+            else:
+                source = None
+                mixture = [f"mixture.weights={name}", "mixture.weights_from=null"]
+            runs.append({
+                "stage": 2, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
+                "weights_from": source,
+                "overrides": [*cfg["stage2_overrides"], "mixture.learner=fixed", *mixture, f"seed={seed}",
+                              f"output_dir={run_dir}"],
+            })
+    return runs
+
+
+def run_command(recipe: str, config: str, overrides: Sequence[str]) -> list[str]:
+    """``tune run recipes/<recipe>.py --config <config> <overrides>`` with this interpreter."""
+    return [sys.executable, "-m", "torchtune._cli.tune", "run", f"recipes/{recipe}.py", "--config",
+            str(config), *overrides]
+
+
+def _run_name(run: Mapping[str, Any]) -> str:
+    return f"stage{run['stage']}-{run['method']}-seed{run['seed']}"
+
+
+def _fingerprint(run: Mapping[str, Any], command: Sequence[str]) -> dict[str, Any]:
+    """What made a run's outputs: its command (minus the interpreter) and, in stage 2, its mixture file."""
+    inputs = {"command": list(command[1:])}
+    if run.get("weights_from") is not None:
+        inputs["weights_from_sha256"] = hashlib.sha256(Path(run["weights_from"]).read_bytes()).hexdigest()
+    return inputs
+
+
+def is_finished(run: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> bool:
+    marker = Path(run["dir"]) / MARKER
+    if not marker.is_file() or not all((Path(run["dir"]) / f).is_file() for f in RUN_OUTPUTS):
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("inputs") == dict(fingerprint)
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> float:
+    """Run one recipe as a subprocess from the repo root; stdout/stderr go to ``log_dir``. Returns seconds."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    name = _run_name(run)
+    out_log, err_log = log_dir / f"{name}.stdout.log", log_dir / f"{name}.stderr.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    (Path(run["dir"]) / MARKER).unlink(missing_ok=True)  # a run that dies now is not "finished"
+    start = time.perf_counter()
+    with open(out_log, "w", encoding="utf-8") as out_f, open(err_log, "w", encoding="utf-8") as err_f:
+        proc = subprocess.run(list(command), cwd=REPO_ROOT, env=env, stdout=out_f, stderr=err_f)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = err_log.read_text(encoding="utf-8", errors="replace")[-STDERR_TAIL_CHARS:]
+        raise HarnessError(
+            f"{name} failed (exit {proc.returncode}) after {seconds:.1f}s:\n  {' '.join(command[1:])}\n"
+            f"--- stderr (tail; full logs: {err_log}, {out_log}) ---\n{tail}",
+            exit_code=1,
+        )
+    missing = [f for f in RUN_OUTPUTS if not (Path(run["dir"]) / f).is_file()]
+    if missing:
+        raise HarnessError(f"{name}: exited 0 but wrote no {missing} in {run['dir']} (logs: {out_log})", exit_code=1)
+    return seconds
+
+
+def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict[str, Any]]:
+    """Execute (or skip) every planned run in order, one at a time; returns the runs with status/seconds."""
+    runs = plan_runs(cfg, out)
+    bar = tqdm(total=len(runs), desc="compare", unit="run", dynamic_ncols=True, file=sys.stdout)
+    for i, run in enumerate(runs, 1):
+        command = run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"])
+        fingerprint = _fingerprint(run, command)
+        label = f"[{i}/{len(runs)}] {_run_name(run)}"
+        bar.set_description(_run_name(run))
+        if not force and is_finished(run, fingerprint):
+            run["status"], run["seconds"] = "skipped", 0.0
+            bar.write(f"{label}: skipped (outputs exist in {run['dir']}; --force to redo)")
+        else:
+            run["seconds"] = execute(run, command, out / "logs")
+            run["status"] = "ran"
+            record = {"inputs": fingerprint, "seconds": run["seconds"], "finished_at": time.time()}
+            atomic_write_text(Path(run["dir"]) / MARKER, json.dumps(record, indent=2) + "\n")
+            evaluation = json.loads((Path(run["dir"]) / "eval.json").read_text(encoding="utf-8"))
+            bar.write(f"{label}: done in {run['seconds']:.1f}s, mean val ppl {evaluation['mean_perplexity']:.2f}")
+        bar.update(1)
+    bar.close()
+    return runs
+
+
+# --------------------------------------------------------------------------------------------- numbers
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
+    """``"12.34 ± 0.56"`` over seeds (just the mean for one seed, "—" for none)."""
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def ratio_to(values: Sequence[float], reference: Sequence[float] | None) -> float | None:
+    """mean(values) / mean(reference): a method's average perplexity relative to uniform's."""
+    if not values or not reference:
+        return None
+    return mean_std(values)[0] / mean_std(reference)[0]
+
+
+def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Read every run's outputs into one document (``results.json``): raw per-run numbers + per-method stats."""
+    from tandem_components.export import read_mixture_export  # imports torch: only when needed
+
+    raw_runs, domains = [], None
+    for run in runs:
+        run_dir = Path(run["dir"])
+        evaluation = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        # stage 1: the mixture it learned (as stage 2 uses it); stage 2: the fixed α it trained on
+        weights, doc = read_mixture_export(run_dir / "mixture.yaml", use=cfg["use"] if run["stage"] == 1 else "last")
+        domains = domains or list(evaluation["domains"])
+        raw_runs.append({
+            "stage": run["stage"], "method": run["method"], "seed": run["seed"], "output_dir": str(run_dir),
+            "status": run.get("status"), "harness_seconds": run.get("seconds"),
+            "eval": evaluation, "summary": summary, "mixture": weights,
+            "num_updates": (doc.get("provenance") or {}).get("num_updates"),
+        })
+    methods = [*cfg["learners"], *cfg["fixed_baselines"]]
+    per_method: dict[str, Any] = {}
+    for name in methods:
+        final = sorted((r for r in raw_runs if r["method"] == name and r["stage"] == 2), key=lambda r: r["seed"])
+        learn = sorted((r for r in raw_runs if r["method"] == name and r["stage"] == 1), key=lambda r: r["seed"])
+        per_method[name] = {
+            "kind": "learned" if name in cfg["learners"] else "fixed",
+            "seeds": [r["seed"] for r in final],
+            "perplexity": {d: [r["eval"]["domains"][d]["perplexity"] for r in final] for d in domains},
+            "average_perplexity": [r["eval"]["mean_perplexity"] for r in final],
+            "average_loss": [r["eval"]["mean_loss"] for r in final],
+            "stage1_wall_time_s": [r["summary"]["wall_time_s"] for r in learn],
+            "stage1_num_updates": [r["num_updates"] for r in learn],
+            "mixture": {d: [r["mixture"][d] for r in final] for d in domains},
+        }
+    uniform = per_method.get(UNIFORM, {}).get("average_perplexity")
+    warnings = []
+    for name, m in per_method.items():
+        m["ratio_to_uniform"] = ratio_to(m["average_perplexity"], uniform)
+        if m["kind"] == "learned" and any(not n for n in m["stage1_num_updates"]):
+            warnings.append(
+                f"{name}: stage 1 made no mixture update in some seed (num_updates "
+                f"{m['stage1_num_updates']}): its 'learned' mixture is its starting one. Too few steps, or "
+                f"recipes/{cfg['recipe']}.py does not implement this learner?"
+            )
+    return {"config": dict(cfg), "domains": domains, "methods": per_method, "runs": raw_runs, "warnings": warnings}
+
+
+# -------------------------------------------------------------------------------------------- outputs
+def format_results_md(results: Mapping[str, Any]) -> str:
+    """The Markdown report: the perplexity table (mean ± std over seeds) and the mixtures table."""
+    domains, methods, cfg = results["domains"], results["methods"], results["config"]
+    averages = {n: mean_std(m["average_perplexity"])[0] for n, m in methods.items() if m["average_perplexity"]}
+    best = min(averages, key=averages.get) if averages else None
+    seeds = sorted({s for m in methods.values() for s in m["seeds"]})
+    lines = [
+        "# Mixture comparison",
+        "",
+        f"Held-out per-domain perplexity of the stage-2 model trained on each mixture (recipe "
+        f"`recipes/{cfg['recipe']}.py`, `{cfg['stage2_config']}`), mean ± std over seeds {seeds}. "
+        f"Learned mixtures come from `{cfg['stage1_config']}` (export weights: `{cfg['use']}`). "
+        f"'ratio' = mean average perplexity / uniform's (< 1 is better than uniform). Best average in bold.",
+        "",
+        "| method | " + " | ".join(domains) + " | average | ratio | stage-1 time (s) |",
+        "|---|" + "---:|" * (len(domains) + 3),
+    ]
+    for name, m in methods.items():
+        avg = format_mean_std(m["average_perplexity"])
+        if name == best:
+            avg = f"**{avg}**"
+        ratio = "—" if m["ratio_to_uniform"] is None else f"{m['ratio_to_uniform']:.3f}"
+        wall = format_mean_std(m["stage1_wall_time_s"], digits=1) if m["kind"] == "learned" else "—"
+        cells = [format_mean_std(m["perplexity"][d]) for d in domains]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {ratio} | {wall} |")
+    lines += [
+        "",
+        "## Mixtures",
+        "",
+        "Weight of each domain that stage 2 trained on, mean over seeds (learned: the stage-1 export; "
+        "fixed: uniform = 1/M, natural = proportional to training tokens).",
+        "",
+        "| method | " + " | ".join(domains) + " |",
+        "|---|" + "---:|" * len(domains),
+    ]
+    for name, m in methods.items():
+        lines.append(f"| {name} | " + " | ".join(f"{mean_std(m['mixture'][d])[0]:.3f}" for d in domains) + " |")
+    if results.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in results["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
+    """Grouped bars: one group per domain, one bar per method (mean over seeds, std as error bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains, methods = results["domains"], results["methods"]
+    names = list(methods)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(domains) + 2), 4.5), dpi=110)
+    for j, name in enumerate(names):
+        stats = [mean_std(methods[name]["mixture"][d]) for d in domains]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(domains))]
+        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=name, capsize=2)
+    ax.set_xticks(range(len(domains)))
+    ax.set_xticklabels(domains, rotation=20)
+    ax.set_ylabel("mixture weight α")
+    ax.set_title("Mixtures per domain (mean over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_outputs(results: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    paths = {"results.json": out / "results.json", "results.md": out / "results.md", "mixtures.png": out / "mixtures.png"}
+    atomic_write_text(paths["results.json"], json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write_text(paths["results.md"], format_results_md(results))
+    plot_mixtures(results, paths["mixtures.png"])
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="harness config (benchmarks/configs/*.yaml)")
+    parser.add_argument("--out", default=None, help="output folder (default: the config's output_dir)")
+    parser.add_argument("--force", action="store_true", help="redo runs whose outputs already exist")
+    parser.add_argument("overrides", nargs="*", help="key=value or ~key overrides of the harness config")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        out = Path(args.out or cfg["output_dir"] or f"outputs/{Path(args.config).stem}").resolve()
+        cfg["output_dir"] = str(out)
+        start = time.perf_counter()
+        runs = run_all(cfg, out, force=args.force)
+        results = collect_results(cfg, runs)
+        results["harness_wall_time_s"] = time.perf_counter() - start
+        paths = write_outputs(results, out)
+    except HarnessError as e:
+        print(f"compare_mixtures: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    print("\n" + format_results_md(results))
+    ran = sum(r["status"] == "ran" for r in runs)
+    print(f"{ran} run(s) executed, {len(runs) - ran} skipped, in {results['harness_wall_time_s']:.1f}s.")
+    print(f"Outputs in {out}/:\n" + "\n".join(f"  {k:<13} {p}" for k, p in paths.items())
+          + f"\n  runs          {out / 'stage1'}, {out / 'stage2'}\n  run logs      {out / 'logs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
