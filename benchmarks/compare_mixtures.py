@@ -33,13 +33,13 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "stage2_overrides": [],
     "use": "average",
     "output_dir": None,
+    "nproc_per_node": 1,
 }
 #: files every finished recipe run leaves in its output_dir (summary.json is written last)
 RUN_OUTPUTS = ("mixture.yaml", "eval.json", "summary.json")
@@ -141,6 +142,9 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
     for key in ("stage1_overrides", "stage2_overrides"):
         cfg[key] = list(cfg[key] or [])
         _check_overrides(cfg[key], key)
+    nproc = cfg["nproc_per_node"]
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise HarnessError(f"nproc_per_node: expected an integer >= 1, got {nproc!r}")
     if cfg["use"] not in ("average", "last"):
         raise HarnessError(f"use: expected 'average' or 'last', got {cfg['use']!r}")
     cfg["learners"], cfg["fixed_baselines"] = learners, list(baselines)
@@ -189,9 +193,11 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
     return runs
 
 
-def run_command(recipe: str, config: str, overrides: Sequence[str]) -> list[str]:
-    """``tune run recipes/<recipe>.py --config <config> <overrides>`` with this interpreter."""
-    return [sys.executable, "-m", "torchtune._cli.tune", "run", f"recipes/{recipe}.py", "--config",
+def run_command(recipe: str, config: str, overrides: Sequence[str], nproc_per_node: int = 1) -> list[str]:
+    """``tune run [--nproc_per_node N] recipes/<recipe>.py --config <config> <overrides>`` with this
+    interpreter (N > 1: torchrun, FSDP2 over N ranks)."""
+    launcher = ["--nproc_per_node", str(nproc_per_node)] if nproc_per_node > 1 else []
+    return [sys.executable, "-m", "torchtune._cli.tune", "run", *launcher, f"recipes/{recipe}.py", "--config",
             str(config), *overrides]
 
 
@@ -222,7 +228,8 @@ def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> fl
     log_dir.mkdir(parents=True, exist_ok=True)
     name = _run_name(run)
     out_log, err_log = log_dir / f"{name}.stdout.log", log_dir / f"{name}.stderr.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     (Path(run["dir"]) / MARKER).unlink(missing_ok=True)  # a run that dies now is not "finished"
     start = time.perf_counter()
     with open(out_log, "w", encoding="utf-8") as out_f, open(err_log, "w", encoding="utf-8") as err_f:
@@ -231,7 +238,8 @@ def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> fl
     if proc.returncode != 0:
         tail = err_log.read_text(encoding="utf-8", errors="replace")[-STDERR_TAIL_CHARS:]
         raise HarnessError(
-            f"{name} failed (exit {proc.returncode}) after {seconds:.1f}s:\n  {' '.join(command[1:])}\n"
+            f"{name} failed (exit {proc.returncode}) after {seconds:.1f}s; to rerun it alone, from {REPO_ROOT}:\n"
+            f"  PYTHONPATH={REPO_ROOT} {shlex.join(command)}\n"
             f"--- stderr (tail; full logs: {err_log}, {out_log}) ---\n{tail}",
             exit_code=1,
         )
@@ -244,9 +252,10 @@ def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> fl
 def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict[str, Any]]:
     """Execute (or skip) every planned run in order, one at a time; returns the runs with status/seconds."""
     runs = plan_runs(cfg, out)
-    bar = tqdm(total=len(runs), desc="compare", unit="run", dynamic_ncols=True, file=sys.stdout)
+    # the bar only on a terminal (disable=None); the one-line status per run is printed either way
+    bar = tqdm(total=len(runs), desc="compare", unit="run", dynamic_ncols=True, file=sys.stdout, disable=None)
     for i, run in enumerate(runs, 1):
-        command = run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"])
+        command = run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"], cfg["nproc_per_node"])
         fingerprint = _fingerprint(run, command)
         label = f"[{i}/{len(runs)}] {_run_name(run)}"
         bar.set_description(_run_name(run))
@@ -396,6 +405,7 @@ def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
         stats = [mean_std(methods[name]["mixture"][d]) for d in domains]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(domains))]
         ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=name, capsize=2)
+    ax.axhline(1.0 / max(len(domains), 1), color="grey", linestyle=":", linewidth=1)  # 1/M
     ax.set_xticks(range(len(domains)))
     ax.set_xticklabels(domains, rotation=20)
     ax.set_ylabel("mixture weight α")

@@ -22,7 +22,9 @@ training state; ``resume=true`` continues bit-for-bit from the latest checkpoint
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ from tandem_components.chunked_loss import model_chunked_domain_losses
 from tandem_components.config_validation import checkpoint_dir, validate_pretrain_config
 from tandem_components.distributed import barrier, is_main_process, launched_world_size, rank_and_world_size
 from tandem_components.domain_loss import model_domain_losses
-from tandem_components.errors import exit_on_user_error
+from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
 from tandem_components.estimators.doremi import freeze
 from tandem_components.evaluation import evaluate_per_domain
@@ -106,14 +108,14 @@ class PretrainRecipe:
         self._setup_mixture()
         self._setup_models()
         self._setup_loaders()
-        self.metric_logger = config.instantiate(self.cfg.metric_logger) if is_main_process() else None
-        if self.metric_logger is not None:
-            self.metric_logger.log_config(self.cfg)
         self.fingerprint = config_fingerprint(
             self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256, "world_size": self.world_size}
         )
         if self.cfg.get("resume"):
-            self._load_checkpoint()
+            self._load_checkpoint()  # before anything is written: a refused checkpoint changes nothing
+        self.metric_logger = config.instantiate(self.cfg.metric_logger) if is_main_process() else None
+        if self.metric_logger is not None:
+            self.metric_logger.log_config(self.cfg)
 
     def _setup_data(self) -> None:
         self.corpus = ShardedCorpus.open(self.cfg.data.shards)
@@ -230,7 +232,7 @@ class PretrainRecipe:
             )
         self.probe_sampler = PerDomainSampler(
             self.train_tokens, int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
-            seed=self.seed + 2, rank=self.rank,
+            seed=self.seed + 2, rank=self.rank, world_size=self.world_size,
         )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
 
@@ -278,15 +280,26 @@ class PretrainRecipe:
 
     # ------------------------------------------------------------------ train
     def _train_step(self, model, optimizer, scheduler, batch) -> float:
-        """One optimizer step on ``batch``; returns its mean loss (nats/token)."""
+        """One optimizer step on ``batch``; returns its mean loss (nats/token).
+
+        A NaN/inf loss stops the run before the step is applied, so the last checkpoint stays good.
+        """
         losses = self.forward(model, batch, len(self.domains))
+        loss = float(losses.mean.detach())
+        if not math.isfinite(loss):
+            last = find_latest_checkpoint(self.checkpoint_dir)
+            raise TandemError(
+                f"training loss is {loss} (not finite) after {self.lr_scheduler.last_epoch} steps; stopped. "
+                f"Last good checkpoint: {last or 'none (set checkpoint.every_n_steps)'}; try a lower optimizer.lr "
+                "or clip_grad_norm"
+            )
         losses.mean.backward()
         if self.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.clip_grad_norm))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        return float(losses.mean.detach())
+        return loss
 
     def _proxy_step(self, batch) -> float:
         loss = self._train_step(self.model, self.optimizer, self.lr_scheduler, batch)
@@ -345,32 +358,35 @@ class PretrainRecipe:
         self.val_iter = iter(self.val_loader) if self.val_loader is not None else None
         tokens_per_step = self.batch_size * self.seq_len * self.world_size
         start = time.perf_counter()
-        bar = tqdm(total=self.max_steps, initial=self.start_step, desc=self.learner, disable=not main,
-                   dynamic_ncols=True)
-        for step in range(self.start_step + 1, self.max_steps + 1):
-            k = (step - 1) % self.episode_len  # position inside the episode
-            if learning and k == 0:
-                self.estimator.begin_episode()  # TANDEM: sync w <- u
-            batch = next(train_iter).to(self.device)
-            loss = self._proxy_step(batch)
-            metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
-            if learning and k < self.probe_steps:
-                metrics.update(self.estimator.probe_step(batch, next(self.val_iter).to(self.device)))
-            if learning and k == self.probe_steps - 1:
-                metrics.update(self._update_mixture(step))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if self.metric_logger is not None and (step % self.log_every == 0 or step == self.max_steps):
-                elapsed = time.perf_counter() - start
-                metrics["tokens_per_second"] = tokens_per_step * (step - self.start_step) / max(elapsed, 1e-9)
-                self.metric_logger.log_dict(metrics, step=step)
-            if eval_every and step % eval_every == 0 and step != self.max_steps:
-                result = self._evaluate(step)
-                tqdm.write(f"step {step}: mean val loss {result.mean_loss:.4f}, mean ppl {result.mean_perplexity:.2f}")
-            if self.checkpoint_every and step % self.checkpoint_every == 0 and step != self.max_steps:
-                self.save_checkpoint(step)
-        bar.close()
+        # `with`: an error mid-run closes the bar's line before the one-line message is printed
+        with tqdm(total=self.max_steps, initial=self.start_step, desc=self.learner, disable=not main,
+                  dynamic_ncols=True) as bar:
+            for step in range(self.start_step + 1, self.max_steps + 1):
+                k = (step - 1) % self.episode_len  # position inside the episode
+                if learning and k == 0:
+                    self.estimator.begin_episode()  # TANDEM: sync w <- u
+                batch = next(train_iter).to(self.device)
+                loss = self._proxy_step(batch)
+                metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                if learning and k < self.probe_steps:
+                    metrics.update(self.estimator.probe_step(batch, next(self.val_iter).to(self.device)))
+                if learning and k == self.probe_steps - 1:
+                    metrics.update(self._update_mixture(step))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+                if self.metric_logger is not None and (step % self.log_every == 0 or step == self.max_steps):
+                    elapsed = time.perf_counter() - start
+                    metrics["tokens_per_second"] = tokens_per_step * (step - self.start_step) / max(elapsed, 1e-9)
+                    self.metric_logger.log_dict(metrics, step=step)
+                if eval_every and step % eval_every == 0 and step != self.max_steps:
+                    result = self._evaluate(step)
+                    tqdm.write(f"step {step}: mean val loss {result.mean_loss:.4f}, mean ppl {result.mean_perplexity:.2f}")
+                if self.checkpoint_every and step % self.checkpoint_every == 0 and step != self.max_steps:
+                    self.save_checkpoint(step)
         self.wall_time_s = time.perf_counter() - start + self.extra_wall_time_s
+        # α must be bit-identical on every rank (Δ is computed from all-reduced sums): show it.
+        digest = hashlib.sha256(self.mixture.last().numpy().tobytes()).hexdigest()[:16]
+        log.info(f"rank {self.rank} of {self.world_size}: final α sha256 {digest}")
         self.final_eval = self._evaluate(self.max_steps)
         self._save_weights(self.model, self.output_dir / "model" / "model.safetensors")
         if main:

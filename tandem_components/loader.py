@@ -163,13 +163,16 @@ class WeightedDomainLoader(BaseNode[Batch]):
         weights: α, (M,) >= 0 summing to 1 (within 1e-6).
         batch_size: B >= 1 sequences per batch.
         seq_len: T >= 1 tokens per sequence (a window reads T + 1 tokens).
-        seed: non-negative int; with ``rank`` it seeds the generator (ranks draw different data).
+        seed: non-negative int seeding the generator. Every rank draws the same global batch of
+            ``world_size * batch_size`` rows and keeps rows ``[rank * B, (rank + 1) * B)``, so ranks see
+            different data and the union over ranks equals a 1-process run with batch ``world_size * B``.
         rank, world_size: this process's data-parallel rank; all ranks must be given the same α.
         token_budget: data-restricted scenario, per domain an int (use only the first that many tokens)
             or None (all of it).
 
     Attributes:
-        tokens_drawn: (M,) int64, training tokens drawn per domain on this rank (T per sample).
+        tokens_drawn: (M,) int64, training tokens drawn per domain by ALL ranks together (T per sample);
+            identical on every rank.
     """
 
     def __init__(
@@ -238,13 +241,13 @@ class WeightedDomainLoader(BaseNode[Batch]):
         return torch.from_numpy(self._lengths.copy())
 
     def epochs_seen(self) -> torch.Tensor:
-        """(M,) float64: tokens_drawn / n_m, passes over each domain's (budgeted) data on this rank."""
+        """(M,) float64: tokens_drawn / n_m, passes over each domain's (budgeted) data by all ranks."""
         return torch.from_numpy(self._tokens_drawn / self._lengths.astype(np.float64))
 
     # ---- BaseNode interface -----------------------------------------------------------------------------
     def reset(self, initial_state: dict | None = None) -> None:
         super().reset(initial_state)
-        self._rng = _make_rng(self.seed, self.rank, _STREAM_TRAIN)
+        self._rng = _make_rng(self.seed, 0, _STREAM_TRAIN)  # rank-independent: see next()
         self._tokens_drawn = np.zeros(self.num_domains, dtype=np.int64)
         self._num_batches = 0
         self.set_weights(self._initial_weights)
@@ -252,15 +255,20 @@ class WeightedDomainLoader(BaseNode[Batch]):
             self._load(initial_state)
 
     def next(self) -> Batch:
-        b, t = self.batch_size, self.seq_len
-        u = self._rng.random(b)
+        b, t, w = self.batch_size, self.seq_len, self.world_size
+        # Every rank draws the same GLOBAL batch (w * B rows) and keeps its own B rows: the data of a
+        # run does not depend on how many ranks it is split over (a 2-rank run sees exactly the batches
+        # of a 1-rank run with twice the batch size), and per-domain epoch counts are global on every rank.
+        u = self._rng.random(b * w)
         # side="right": a zero-weight domain (flat cdf step) is never chosen, not even at u = 0.
         ids = np.searchsorted(self._cdf, u * self._cdf[-1], side="right")
         np.minimum(ids, self.num_domains - 1, out=ids)
         # start in [0, n_m - T - 1]: integers' high is exclusive, so high = n_m - T.
         starts = self._rng.integers(0, self._lengths[ids] - t, dtype=np.int64)
-        tokens, labels = _gather_windows(self._arrays, ids, starts, t)
         self._tokens_drawn += np.bincount(ids, minlength=self.num_domains).astype(np.int64) * t
+        mine = slice(self.rank * b, (self.rank + 1) * b)
+        ids, starts = ids[mine], starts[mine]
+        tokens, labels = _gather_windows(self._arrays, ids, starts, t)
         self._num_batches += 1
         return Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(ids.astype(np.int64)))
 
@@ -310,17 +318,26 @@ class PerDomainSampler:
     (``domain_ids`` = [0]*per_domain + [1]*per_domain + ...), so B = M * per_domain.
     """
 
-    def __init__(self, domain_tokens, per_domain: int, seq_len: int, seed: int, rank: int = 0, token_budget=None):
+    def __init__(
+        self, domain_tokens, per_domain: int, seq_len: int, seed: int, rank: int = 0, token_budget=None,
+        world_size: int = 1,
+    ):
         self._arrays = _check_domains(domain_tokens)
         self.per_domain = _check_int(per_domain, "per_domain", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
         self.seed = _check_int(seed, "seed", 0)
         self.rank = _check_int(rank, "rank", 0)
+        self.world_size = _check_int(world_size, "world_size", 1)
+        if self.rank >= self.world_size:
+            raise TandemError(f"rank: expected 0 <= rank < world_size={self.world_size}, got {self.rank}")
         self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
         m = len(self._arrays)
         self._ids = np.repeat(np.arange(m, dtype=np.int64), self.per_domain)
-        self._highs = self._lengths[self._ids] - self.seq_len
-        self._rng = _make_rng(self.seed, self.rank, _STREAM_PER_DOMAIN)
+        # As in WeightedDomainLoader, all ranks draw the global batch (per_domain windows of each domain
+        # for each rank) and keep their share: the union over ranks does not depend on the world size.
+        global_ids = np.repeat(np.arange(m, dtype=np.int64), self.per_domain * self.world_size)
+        self._global_highs = self._lengths[global_ids] - self.seq_len
+        self._rng = _make_rng(self.seed, 0, _STREAM_PER_DOMAIN)
         self._num_calls = 0
 
     @property
@@ -328,7 +345,9 @@ class PerDomainSampler:
         return len(self._arrays)
 
     def sample(self) -> Batch:
-        starts = self._rng.integers(0, self._highs, dtype=np.int64)
+        starts = self._rng.integers(0, self._global_highs, dtype=np.int64)
+        m, w, k = self.num_domains, self.world_size, self.per_domain
+        starts = starts.reshape(m, w, k)[:, self.rank, :].reshape(-1)
         tokens, labels = _gather_windows(self._arrays, self._ids, starts, self.seq_len)
         self._num_calls += 1
         return Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(self._ids.copy()))

@@ -20,3 +20,29 @@ def adamw(lr: float = 1e-2):
 def patterned_tokens(period: int, offset: int, length: int, vocab_size: int = 64) -> np.ndarray:
     """A deterministic, learnable token stream: offset, offset+1, ... repeating with ``period``."""
     return ((np.arange(length) % period) + offset).astype(np.uint16) % vocab_size
+
+
+class DivergingDecoder(torch.nn.Module):
+    """A real decoder whose logits turn NaN from its ``nan_after``-th forward on: a run that diverges."""
+
+    def __init__(self, nan_after: int, **decoder_kwargs):
+        super().__init__()
+        self.inner = decoder(**decoder_kwargs)
+        self.nan_after = nan_after
+        self.calls = 0
+
+    def forward(self, tokens):
+        self.calls += 1
+        logits = self.inner(tokens)
+        return logits * float("nan") if self.calls > self.nan_after else logits
+
+
+def diverging_decoder(
+    nan_after: int, vocab_size: int, num_layers: int, num_heads: int, num_kv_heads: int, embed_dim: int,
+    max_seq_len: int,
+) -> torch.nn.Module:
+    """Config builder (``model._component_: tests.helpers.diverging_decoder``)."""
+    return DivergingDecoder(
+        nan_after, vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
+        embed_dim=embed_dim, max_seq_len=max_seq_len,
+    )

@@ -22,12 +22,28 @@ TINY = [
 ]
 
 
-def tune_run(recipe: str, config: str | Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``tune run recipes/<recipe>.py --config <config> <overrides>`` from the repo root."""
+def tune_env(launcher=()) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torchtune._cli.tune", "run", f"recipes/{recipe}.py", "--config", str(config)]
+    if launcher and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = "1"  # 2 processes on 2 cores: no oversubscription
+    return env
+
+
+def tune_command(recipe: str, config: str | Path, *overrides: str, launcher=()) -> list[str]:
+    return [
+        sys.executable, "-m", "torchtune._cli.tune", "run", *launcher, f"recipes/{recipe}.py",
+        "--config", str(config), *overrides,
+    ]
+
+
+def tune_run(
+    recipe: str, config: str | Path, *overrides: str, launcher: list[str] = (), timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``tune run [launcher args, e.g. --nproc_per_node 2] recipes/<recipe>.py --config <config> <overrides>``
+    from the repo root."""
     return subprocess.run(
-        [*command, *overrides], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        tune_command(recipe, config, *overrides, launcher=launcher), cwd=REPO_ROOT, env=tune_env(launcher),
+        capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -162,3 +162,25 @@ def test_command_line(embedded_shards, tmp_path, capsys):
     assert main([str(config), "mixture.update=adam"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tandem: error: mixture.update:") and "\n" not in err
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case, mutate, culprit", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_recipe_refuses_bad_config_before_any_work(stage1, tmp_path, monkeypatch, capsys, case, mutate, culprit):
+    """The same table through recipes/pretrain.py's entry point (sys.argv as `tune run` sets it):
+    exit status 2, one stderr line naming the key, and no file created or changed."""
+    from tests.recipe_runner import run_in_process
+
+    mutate(stage1, tmp_path)
+    config_path = tmp_path / "bad.yaml"
+    OmegaConf.save(stage1, config_path)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    status = run_in_process("pretrain", config_path, monkeypatch=monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2, f"{case}: exit {status}"
+    assert len(err) == 1 and err[0].startswith("tandem: error: ") and culprit in err[0], (case, err)
+    assert _snapshot(tmp_path) == before, f"{case}: files changed"

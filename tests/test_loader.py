@@ -185,6 +185,29 @@ def test_ranks_draw_different_data_and_seed_is_deterministic():
         assert torch.equal(ba.tokens, bc.tokens) and torch.equal(ba.domain_ids, bc.domain_ids)
 
 
+def _rows(batch):
+    return sorted(zip(batch.domain_ids.tolist(), map(tuple, batch.tokens.tolist())))
+
+
+def test_union_over_ranks_equals_one_process_with_the_global_batch():
+    """Data does not depend on the world size: 2 ranks x B rows = 1 rank x 2B rows, draw for draw."""
+    arrays = _domains()
+    alpha = [0.1, 0.2, 0.3, 0.4]
+    single = WeightedDomainLoader(arrays, alpha, batch_size=8, seq_len=16, seed=5)
+    ranks = [WeightedDomainLoader(arrays, alpha, batch_size=4, seq_len=16, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(3):
+        whole, parts = next(single), [next(r) for r in ranks]
+        assert torch.equal(whole.tokens, torch.cat([p.tokens for p in parts]))
+        assert torch.equal(whole.domain_ids, torch.cat([p.domain_ids for p in parts]))
+    assert torch.equal(single.tokens_drawn, ranks[0].tokens_drawn)  # global counts on every rank
+    assert torch.equal(ranks[0].tokens_drawn, ranks[1].tokens_drawn)
+    probe_single = PerDomainSampler(arrays, per_domain=6, seq_len=16, seed=1)
+    probe_ranks = [PerDomainSampler(arrays, per_domain=3, seq_len=16, seed=1, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(2):
+        whole, parts = probe_single.sample(), [p.sample() for p in probe_ranks]
+        assert _rows(whole) == sorted(_rows(parts[0]) + _rows(parts[1]))
+
+
 def test_per_domain_sampler_counts_windows_and_resume():
     arrays = _domains()
     budgets = [100, None, None, None]
@@ -201,7 +224,7 @@ def test_per_domain_sampler_counts_windows_and_resume():
     r.load_state_dict(sd)
     for want in expected:
         assert torch.equal(r.sample().tokens, want.tokens)
-    other_rank = PerDomainSampler(arrays, per_domain=5, seq_len=16, seed=0, rank=1, token_budget=budgets)
+    other_rank = PerDomainSampler(arrays, per_domain=5, seq_len=16, seed=0, rank=1, world_size=2, token_budget=budgets)
     assert not torch.equal(other_rank.sample().tokens, b1.tokens)
     with pytest.raises(TandemError, match="per_domain"):
         PerDomainSampler(arrays, per_domain=0, seq_len=16, seed=0)

@@ -1,0 +1,216 @@
+"""benchmarks/compare_mixtures.py: table formatting on hand-made numbers, config handling, and one real
+end-to-end comparison (tandem + uniform, 2 seeds, tiny models) that is then resumed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tandem_components.export import read_mixture_export
+from tests.recipe_runner import REPO_ROOT, TINY
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SCRIPT = REPO_ROOT / "benchmarks" / "compare_mixtures.py"
+
+
+def _load_harness():
+    spec = importlib.util.spec_from_file_location("compare_mixtures", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cm = _load_harness()
+
+
+# ------------------------------------------------------------------------------------------ formatting
+def test_mean_std_and_ratio_on_hand_made_numbers():
+    assert cm.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))  # sample std (n - 1)
+    assert cm.mean_std([5.0]) == (5.0, 0.0)
+    assert cm.format_mean_std([10.0, 12.0, 14.0]) == "12.00 ± 2.00"
+    assert cm.format_mean_std([1.25, 1.75], digits=1) == "1.5 ± 0.4"
+    assert cm.format_mean_std([7.0]) == "7.00"  # one seed: no ± 0
+    assert cm.format_mean_std([]) == "—"
+    assert cm.ratio_to([27.0, 29.0], [30.0, 34.0]) == pytest.approx(28.0 / 32.0)
+    assert cm.ratio_to([1.0], None) is None
+
+
+def _hand_made_results():
+    def method(kind, a, b, avg, wall, mix):
+        return {
+            "kind": kind, "seeds": [0, 1], "perplexity": {"a": a, "b": b}, "average_perplexity": avg,
+            "average_loss": [0.0, 0.0], "stage1_wall_time_s": wall, "stage1_num_updates": [3, 3] if wall else [],
+            "mixture": mix,
+        }
+
+    methods = {
+        "tandem": method("learned", [20.0, 22.0], [30.0, 30.0], [25.0, 26.0], [60.0, 62.0],
+                         {"a": [0.7, 0.5], "b": [0.3, 0.5]}),
+        "uniform": method("fixed", [24.0, 26.0], [32.0, 34.0], [28.0, 30.0], [], {"a": [0.5, 0.5], "b": [0.5, 0.5]}),
+    }
+    uniform = methods["uniform"]["average_perplexity"]
+    for m in methods.values():
+        m["ratio_to_uniform"] = cm.ratio_to(m["average_perplexity"], uniform)
+    config = {"recipe": "pretrain", "stage1_config": "s1.yaml", "stage2_config": "s2.yaml", "use": "average"}
+    return {"config": config, "domains": ["a", "b"], "methods": methods, "runs": [], "warnings": []}
+
+
+def test_results_table_rows_columns_ratio_and_mixtures():
+    md = cm.format_results_md(_hand_made_results())
+    lines = md.splitlines()
+    header = "| method | a | b | average | ratio | stage-1 time (s) |"
+    assert header in lines
+    # ratio = 25.5 / 29 = 0.879; the best average is bold; fixed baselines have no stage-1 time
+    assert "| tandem | 21.00 ± 1.41 | 30.00 ± 0.00 | **25.50 ± 0.71** | 0.879 | 61.0 ± 1.4 |" in lines
+    assert "| uniform | 25.00 ± 1.41 | 33.00 ± 1.41 | 29.00 ± 1.41 | 1.000 | — |" in lines
+    mixtures = lines[lines.index("## Mixtures"):]
+    assert "| tandem | 0.600 | 0.400 |" in mixtures and "| uniform | 0.500 | 0.500 |" in mixtures
+    assert "## Warnings" not in md
+
+
+def test_mixture_plot_is_a_png(tmp_path):
+    path = cm.plot_mixtures(_hand_made_results(), tmp_path / "mixtures.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _harness_yaml(tmp_path, **extra) -> str:
+    doc = {
+        "recipe": "pretrain", "stage1_config": "configs/pretrain/tiny_stage1.yaml",
+        "stage2_config": "configs/pretrain/tiny_stage2.yaml", "seeds": [0, 1],
+        "learners": {"tandem": [], "doremi": ["mixture.lr=1.0"]}, "fixed_baselines": ["uniform", "natural"],
+        **extra,
+    }
+    path = tmp_path / "harness.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return str(path)
+
+
+def test_config_overrides_deletions_and_run_plan(tmp_path):
+    cfg = cm.load_config(_harness_yaml(tmp_path), ["seeds=[3]", "~learners.doremi", "stage1_overrides=[max_steps=7]"])
+    assert cfg["seeds"] == [3] and list(cfg["learners"]) == ["tandem"]
+    runs = cm.plan_runs(cfg, tmp_path / "out")
+    assert [(r["stage"], r["method"], r["seed"]) for r in runs] == [
+        (1, "tandem", 3), (2, "tandem", 3), (2, "uniform", 3), (2, "natural", 3)
+    ]
+    s1, s2_learned, s2_uniform, _ = runs
+    assert s1["overrides"] == ["max_steps=7", "mixture.learner=tandem", "seed=3", f"output_dir={s1['dir']}"]
+    assert f"mixture.weights_from={s1['dir'] / 'mixture.yaml'}" in s2_learned["overrides"]
+    assert "mixture.use=average" in s2_learned["overrides"] and "mixture.learner=fixed" in s2_learned["overrides"]
+    assert {"mixture.weights=uniform", "mixture.weights_from=null"} <= set(s2_uniform["overrides"])
+
+
+@pytest.mark.parametrize(
+    "extra, overrides, match",
+    [
+        ({"sedes": [0]}, [], "unknown key"),
+        ({}, ["seeds=[]"], "seeds"),
+        ({"recipe": "nope"}, [], "recipes/nope.py"),
+        ({"learners": {"fixed": []}}, [], "fixed_baselines"),
+        ({"use": "best"}, [], "use"),
+        ({}, ["~learners.nope"], "no such key"),
+    ],
+)
+def test_bad_harness_configs_fail_with_one_message(tmp_path, extra, overrides, match):
+    with pytest.raises(cm.HarnessError, match=match):
+        cm.load_config(_harness_yaml(tmp_path, **extra), overrides)
+
+
+def test_a_failed_run_stops_with_its_stderr_tail(tmp_path):
+    run = {"stage": 1, "method": "tandem", "seed": 0, "dir": tmp_path / "run"}
+    (tmp_path / "run").mkdir()
+    command = [sys.executable, "-c", "import sys; print('out'); sys.stderr.write('boom: bad key'); sys.exit(3)"]
+    with pytest.raises(cm.HarnessError, match="boom: bad key") as e:
+        cm.execute(run, command, tmp_path / "logs")
+    assert e.value.exit_code == 1 and "exit 3" in str(e.value)
+    assert (tmp_path / "logs" / "stage1-tandem-seed0.stdout.log").read_text() == "out\n"
+
+
+# ---------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
+    """6 tiny recipe runs (tandem stage 1, stage 2 on tandem and uniform, seeds 0 and 1), then a second
+    invocation that skips them all. Each run costs ~5 s of imports, so `natural` (the same code path as
+    `uniform`, covered by the run-plan test) is left out to keep this near a minute on 2 cores."""
+    tiny = [o for o in TINY if not o.startswith("lr_scheduler")] + ["lr_scheduler.warmup_steps=1"]
+    common = [*tiny, f"data.shards={embedded_shards}"]
+    stage1 = [*common, "max_steps=4", "mixture.episode_len=2", "mixture.probe_steps=1",
+              "mixture.probe_seqs_per_domain=2", "mixture.val_batch_size=4"]
+    stage2 = [*common, "max_steps=3"]
+    config = _harness_yaml(
+        tmp_path, learners={"tandem": []}, fixed_baselines=["uniform"], stage1_overrides=stage1,
+        stage2_overrides=stage2, use="average",
+    )
+    out = tmp_path / "compare"
+    assert cm.main(["--config", config, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(": done in ") == 6 and "results.md" in printed
+
+    methods, seeds = ["tandem", "uniform"], [0, 1]
+    md = (out / "results.md").read_text()
+    for name in methods:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 1 + 7 + 3  # method, 7 domains, average, ratio, stage-1 time
+        assert all(re.fullmatch(r"\**\d+\.\d+ ± \d+\.\d+\**", c) for c in cells[1:9]), row
+        assert re.fullmatch(r"\d+\.\d{3}", cells[9])  # ratio to uniform
+        assert (" ± " in cells[10]) if name == "tandem" else cells[10] == "—"  # stage-1 wall time
+    assert "## Warnings" not in md  # tandem made mixture updates (2 per run)
+
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == methods
+    for name in methods:
+        m = results["methods"][name]
+        for i, seed in enumerate(seeds):
+            evaluation = json.loads((out / "stage2" / name / f"seed{seed}" / "eval.json").read_text())
+            assert m["average_perplexity"][i] == evaluation["mean_perplexity"]
+            for d, numbers in evaluation["domains"].items():
+                assert m["perplexity"][d][i] == numbers["perplexity"]
+    assert results["methods"]["uniform"]["ratio_to_uniform"] == 1.0
+    learned, _ = read_mixture_export(out / "stage1" / "tandem" / "seed1" / "mixture.yaml", use="average")
+    assert {d: v[1] for d, v in results["methods"]["tandem"]["mixture"].items()} == learned
+    walls = [json.loads((out / "stage1" / "tandem" / f"seed{s}" / "summary.json").read_text())["wall_time_s"]
+             for s in seeds]
+    assert results["methods"]["tandem"]["stage1_wall_time_s"] == walls
+    assert (out / "mixtures.png").read_bytes()[:8] == PNG_MAGIC
+
+    # resume: the real CLI, nothing re-run, same numbers
+    markers = {p: p.stat().st_mtime_ns for p in out.glob("stage*/*/seed*/compare_run.json")}
+    assert len(markers) == 6
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--config", config, "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("skipped (outputs exist") == 6 and "0 run(s) executed, 6 skipped" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in markers} == markers
+    again = json.loads((out / "results.json").read_text())
+    assert again["methods"]["tandem"]["perplexity"] == results["methods"]["tandem"]["perplexity"]
+
+
+def test_a_run_is_finished_only_with_its_outputs_and_the_same_inputs(tmp_path):
+    """Resume check: outputs + a marker recording the same command and (stage 2) the same mixture file."""
+    stage1 = tmp_path / "s1" / "mixture.yaml"
+    stage1.parent.mkdir()
+    stage1.write_text("a: 1\n")
+    run = {"stage": 2, "method": "tandem", "seed": 0, "dir": tmp_path / "s2", "weights_from": stage1}
+    command = ["python", "-m", "torchtune._cli.tune", "run", "recipes/pretrain.py", "seed=0"]
+    fingerprint = cm._fingerprint(run, command)
+    assert not cm.is_finished(run, fingerprint)  # nothing there yet
+    run["dir"].mkdir()
+    for name in cm.RUN_OUTPUTS:
+        (run["dir"] / name).write_text("{}")
+    assert not cm.is_finished(run, fingerprint)  # outputs without a marker: an interrupted run
+    (run["dir"] / cm.MARKER).write_text(json.dumps({"inputs": fingerprint}))
+    assert cm.is_finished(run, fingerprint)
+    assert cm.is_finished(run, cm._fingerprint(run, ["/other/python", *command[1:]]))  # interpreter aside
+    assert not cm.is_finished(run, cm._fingerprint(run, [*command, "max_steps=9"]))  # another command
+    stage1.write_text("a: 2\n")  # stage 1 was redone: its stage 2 must be redone too
+    assert not cm.is_finished(run, cm._fingerprint(run, command))

@@ -1,0 +1,50 @@
+"""The pretraining recipe on 2 CPU processes (gloo, FSDP2 for both twins) through `tune run
+--nproc_per_node 2`, against a 1-process run of the same global batch."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.recipe_runner import TINY, tune_run
+
+pytestmark = pytest.mark.slow
+
+STAGE1 = "configs/pretrain/tiny_stage1.yaml"
+COMMON = [
+    *TINY, "max_steps=12", "mixture.episode_len=4", "mixture.probe_steps=2", "mixture.lr=2.0",
+    "eval.windows_per_domain=2",
+]
+
+
+def _alpha_rows(out):
+    return [json.loads(line)["alpha"] for line in (out / "mixture_trajectory.jsonl").read_text().splitlines()]
+
+
+def test_two_rank_fsdp_matches_one_process_and_ranks_agree(embedded_shards, tmp_path):
+    two, one = tmp_path / "two_ranks", tmp_path / "one_rank"
+    per_rank = ["data.batch_size=4", "mixture.val_batch_size=4", "mixture.probe_seqs_per_domain=2"]
+    proc = tune_run(
+        "pretrain", STAGE1, *COMMON, *per_rank, f"data.shards={embedded_shards}", f"output_dir={two}",
+        launcher=["--nproc_per_node", "2"],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = re.findall(r"rank (\d) of 2: final α sha256 ([0-9a-f]+)", proc.stderr + proc.stdout)
+    assert sorted(r for r, _ in digests) == ["0", "1"], proc.stderr[-2000:]
+    assert digests[0][1] == digests[1][1]  # α bit-identical on both ranks
+
+    global_batch = ["data.batch_size=8", "mixture.val_batch_size=8", "mixture.probe_seqs_per_domain=4"]
+    proc = tune_run("pretrain", STAGE1, *COMMON, *global_batch, f"data.shards={embedded_shards}", f"output_dir={one}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rows_two, rows_one = _alpha_rows(two), _alpha_rows(one)
+    assert len(rows_two) == len(rows_one) == 3
+    for a2, a1 in zip(rows_two, rows_one):
+        assert a2.keys() == a1.keys()
+        assert all(abs(a2[d] - a1[d]) < 1e-5 for d in a1), (a2, a1)
+    eval_two = json.loads((two / "eval.json").read_text())["domains"]
+    eval_one = json.loads((one / "eval.json").read_text())["domains"]
+    for d in eval_one:
+        assert eval_two[d]["loss"] == pytest.approx(eval_one[d]["loss"], rel=1e-4)
