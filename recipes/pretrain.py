@@ -50,7 +50,6 @@ from tandem_components.mixture import MixtureState
 from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
 from tandem_components.parallel import (
     full_state_dict,
-    global_parameter_distance,
     init_distributed_if_launched,
     local_device,
     make_prepare,
@@ -99,6 +98,7 @@ class PretrainRecipe:
         chunks = int(cfg.get("loss_chunks", 0) or 0)
         self.forward = functools.partial(model_chunked_domain_losses, num_chunks=chunks) if chunks else model_domain_losses
         self.start_step = 0
+        self.token_budget = None  # per domain; the data-restricted recipe sets it
         self.extra_wall_time_s = 0.0  # e.g. DoReMi's reference training, part of the method's cost
 
     # ------------------------------------------------------------------ setup
@@ -208,7 +208,8 @@ class PretrainRecipe:
         optimizer = self._make_optimizer()(reference.parameters())
         scheduler = self._make_lr_scheduler(optimizer, steps)
         loader = iter(WeightedDomainLoader(self.train_tokens, weights, self.batch_size, self.seq_len,
-                                           seed=self.seed + 3, rank=self.rank, world_size=self.world_size))
+                                           seed=self.seed + 3, rank=self.rank, world_size=self.world_size,
+                                           token_budget=self.token_budget))
         start = time.perf_counter()
         for _ in tqdm(range(steps), desc="doremi reference", disable=not is_main_process(), dynamic_ncols=True):
             self._train_step(reference, optimizer, scheduler, next(loader).to(self.device))
@@ -221,7 +222,7 @@ class PretrainRecipe:
         cfg = self.cfg
         self.train_loader = WeightedDomainLoader(
             self.train_tokens, self.mixture.weights, self.batch_size, self.seq_len,
-            seed=self.seed, rank=self.rank, world_size=self.world_size,
+            seed=self.seed, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
         )
         self.val_loader = None
         if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient
@@ -232,7 +233,7 @@ class PretrainRecipe:
             )
         self.probe_sampler = PerDomainSampler(
             self.train_tokens, int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
-            seed=self.seed + 2, rank=self.rank, world_size=self.world_size,
+            seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
         )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
 
@@ -312,7 +313,7 @@ class PretrainRecipe:
     def _update_mixture(self, step: int) -> dict[str, float]:
         """Δ on a paired probe batch, then one α step; the loader follows from the next batch on."""
         probe = self.probe_sampler.sample().to(self.device)
-        distance = global_parameter_distance(self.twins) if self.twins is not None else 0.0
+        distance = self.twins.parameter_distance() if self.twins is not None else 0.0
         delta = self.estimator.delta(probe)
         alpha = self.mixture.step(delta)
         self.train_loader.set_weights(alpha)

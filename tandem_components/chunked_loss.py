@@ -26,22 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tandem_components.domain_loss import IGNORE_INDEX, DomainLosses
+from tandem_components.domain_loss import IGNORE_INDEX, DomainLosses, reduce_per_domain
 
 DEFAULT_NUM_CHUNKS = 8
-
-
-def _reduce_per_domain(
-    sample_sums: torch.Tensor, labels: torch.Tensor, domain_ids: torch.Tensor, num_domains: int
-) -> DomainLosses:
-    """(B,) per-sample loss sums -> ``DomainLosses``, exactly as ``domain_losses`` reduces them."""
-    sample_counts = (labels != IGNORE_INDEX).to(sample_sums.dtype).sum(dim=1)
-    mean = sample_sums.sum() / sample_counts.sum().clamp_min(1.0)
-    sums = torch.zeros(num_domains, dtype=torch.float64, device=sample_sums.device)
-    counts = torch.zeros(num_domains, dtype=torch.float64, device=sample_sums.device)
-    sums.index_add_(0, domain_ids, sample_sums.detach().double())
-    counts.index_add_(0, domain_ids, sample_counts.double())
-    return DomainLosses(mean=mean, sums=sums, counts=counts)
 
 
 def _chunk_loss_sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -94,7 +81,7 @@ def chunked_domain_losses(
             logits memory is one float32 chunk, (B, T/num_chunks, V), in forward and in backward.
     """
     sample_sums = _sample_sums(hidden, output, labels, num_chunks, checkpoint_chunks)
-    return _reduce_per_domain(sample_sums, labels, domain_ids, num_domains)
+    return reduce_per_domain(sample_sums, labels, domain_ids, num_domains)
 
 
 def domain_losses_from_chunks(
@@ -106,7 +93,7 @@ def domain_losses_from_chunks(
     for logits, y in zip(logit_chunks, labels.split(sizes, dim=1), strict=True):
         part = _chunk_loss_sums(logits, y)
         sample_sums = part if sample_sums is None else sample_sums + part
-    return _reduce_per_domain(sample_sums, labels, domain_ids, num_domains)
+    return reduce_per_domain(sample_sums, labels, domain_ids, num_domains)
 
 
 def model_chunked_domain_losses(
@@ -134,4 +121,4 @@ def model_chunked_domain_losses(
     finally:
         del model.chunked_output
         model.num_output_chunks = previous_chunks
-    return _reduce_per_domain(sample_sums, labels, batch.domain_ids, num_domains)
+    return reduce_per_domain(sample_sums, labels, batch.domain_ids, num_domains)

@@ -147,6 +147,11 @@ SCHEMA: dict[str, Any] = {
     },
     "resume": Key((bool, str), nullable=True),  # false | true (latest checkpoint) | a step_* dir
 }
+#: recipes/data_restricted.py: SCHEMA plus the token budget (tokens of all domains together, split
+#: over domains at natural proportions)
+DATA_RESTRICTED_SCHEMA: dict[str, Any] = {
+    **SCHEMA, "data": {**SCHEMA["data"], "total_token_budget": Key(int, required=True, minimum=1)},
+}
 #: sections that must be present
 REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_logger")
 
@@ -155,13 +160,16 @@ REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_lo
 # the entry point
 
 
-def validate_pretrain_config(cfg: DictConfig | Mapping[str, Any], world_size: int = 1) -> None:
+def validate_pretrain_config(
+    cfg: DictConfig | Mapping[str, Any], world_size: int = 1, schema: Mapping[str, Any] | None = None
+) -> None:
     """Raise a one-line ``TandemError`` naming the first bad key of a pretraining config; else None.
 
-    Reads the shards' index and the mixture export (if any); writes nothing.
+    ``schema`` defaults to ``SCHEMA``; a recipe with extra keys passes ``SCHEMA`` extended (e.g.
+    ``DATA_RESTRICTED_SCHEMA``). Reads the shards' index and the mixture export (if any); writes nothing.
     """
     raw = _resolved(cfg)
-    _check_section("", raw, SCHEMA, required_sections=REQUIRED_SECTIONS)
+    _check_section("", raw, schema or SCHEMA, required_sections=REQUIRED_SECTIONS)
     _check_relations(raw, world_size)
     _check_output_dir(raw["output_dir"])
     _check_resume(raw)

@@ -55,13 +55,18 @@ def domain_losses(
         domain_ids: (B,) int64 domain of each sample.
         num_domains: M.
     """
-    token_loss = per_token_loss(logits, labels)
-    valid = (labels != IGNORE_INDEX).to(token_loss.dtype)
-    sample_sums = token_loss.sum(dim=1)
-    sample_counts = valid.sum(dim=1)
+    return reduce_per_domain(per_token_loss(logits, labels).sum(dim=1), labels, domain_ids, num_domains)
+
+
+def reduce_per_domain(
+    sample_sums: torch.Tensor, labels: torch.Tensor, domain_ids: torch.Tensor, num_domains: int
+) -> DomainLosses:
+    """(B,) per-sample loss sums -> ``DomainLosses``: the segment reduction shared by the full and the
+    chunked (``chunked_loss.py``) loss."""
+    sample_counts = (labels != IGNORE_INDEX).to(sample_sums.dtype).sum(dim=1)
     mean = sample_sums.sum() / sample_counts.sum().clamp_min(1.0)
-    sums = torch.zeros(num_domains, dtype=torch.float64, device=logits.device)
-    counts = torch.zeros(num_domains, dtype=torch.float64, device=logits.device)
+    sums = torch.zeros(num_domains, dtype=torch.float64, device=sample_sums.device)
+    counts = torch.zeros(num_domains, dtype=torch.float64, device=sample_sums.device)
     sums.index_add_(0, domain_ids, sample_sums.detach().double())
     counts.index_add_(0, domain_ids, sample_counts.double())
     return DomainLosses(mean=mean, sums=sums, counts=counts)

@@ -40,7 +40,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tandem_components.distributed import all_reduce_sum, is_distributed
 from tandem_components.torchtune_api import (
     TransformerSelfAttentionLayer,
     compile_model,
@@ -194,21 +193,3 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.contiguous() for k, v in state.items()}
-
-
-@torch.no_grad()
-def global_parameter_distance(twins) -> float:
-    """||w - u||_2 over the full parameters: sums the local shards' squared distances over ranks.
-
-    ``TwinModels.parameter_distance()`` sees only this rank's shards under FSDP; this is its global
-    version (a collective: call on every rank). Identical to it in one process.
-    """
-    total = torch.zeros((), dtype=torch.float64)
-    for p_ref, p_prx in zip(twins.reference.parameters(), twins.proxy.parameters(), strict=True):
-        r = p_ref.to_local() if hasattr(p_ref, "to_local") else p_ref
-        u = p_prx.to_local() if hasattr(p_prx, "to_local") else p_prx
-        total += (r.double() - u.double()).pow(2).sum().cpu()
-    if is_distributed():
-        device = next(twins.proxy.parameters()).device
-        total = all_reduce_sum(total.to(device)).cpu()
-    return float(total.sqrt())

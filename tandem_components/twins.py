@@ -20,6 +20,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from tandem_components.distributed import all_reduce_sum
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
@@ -67,11 +69,15 @@ class TwinModels:
 
     @torch.no_grad()
     def parameter_distance(self) -> float:
-        """||w - u||_2 over all (local) parameters: stays ~0 right after sync; logged to show drift."""
-        total = torch.zeros((), dtype=torch.float64)
+        """||w - u||_2 over the full parameters: 0 right after sync; logged to show drift (paper Fig. 7).
+
+        Under FSDP2 each rank sums its shards and the sums are all-reduced: a collective, so call it on
+        every rank.
+        """
+        total = torch.zeros((), dtype=torch.float64, device=next(self.proxy.parameters()).device)
         for p_ref, p_prx in zip(self.reference.parameters(), self.proxy.parameters(), strict=True):
-            total += (_local(p_ref).double() - _local(p_prx).double()).pow(2).sum().cpu()
-        return float(total.sqrt())
+            total += (_local(p_ref).double() - _local(p_prx).double()).pow(2).sum()
+        return float(all_reduce_sum(total).sqrt())
 
 
 def build_twins(

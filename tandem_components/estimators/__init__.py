@@ -3,7 +3,7 @@
 ``mixture.learner`` in a config names one of ``LEARNERS``.
 """
 
-from tandem_components.estimators.base import HypergradientEstimator
+from tandem_components.estimators.base import HypergradientEstimator, PerDomainSignalEstimator
 from tandem_components.estimators.doge import DoGEEstimator
 from tandem_components.estimators.doremi import DoReMiEstimator
 from tandem_components.estimators.fixed import FixedEstimator
@@ -18,6 +18,7 @@ LEARNERS = {
 }
 
 __all__ = [
+    "PerDomainSignalEstimator",
     "HypergradientEstimator",
     "FixedEstimator",
     "TandemEstimator",

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from tandem_components.errors import TandemError
+
 
 class HypergradientEstimator(ABC):
     #: name used by the config key ``mixture.learner`` and written into the export's provenance
@@ -55,3 +57,36 @@ class HypergradientEstimator(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class PerDomainSignalEstimator(HypergradientEstimator):
+    """An estimator whose Δ is a per-domain signal measured on the probe batch.
+
+    A domain may be absent from a probe batch (or have no target tokens in it): its Δ then keeps its
+    previous value (0 before the first update) instead of becoming NaN, via ``_merge``. That last Δ is
+    the state a resumed run needs.
+    """
+
+    def __init__(self, num_domains: int):
+        self.num_domains = num_domains
+        self.last_delta = torch.zeros(num_domains, dtype=torch.float64)
+
+    def _merge(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Δ = ``values`` where ``present``, the previous Δ elsewhere; remembered for the next update."""
+        delta = self.last_delta.clone()
+        delta[present] = values[present].to(torch.float64)
+        self.last_delta = delta
+        return delta.clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_delta": self.last_delta.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "last_delta" not in state:
+            raise TandemError(f"{self.name} state_dict: missing key 'last_delta'")
+        last = torch.as_tensor(state["last_delta"], dtype=torch.float64)
+        if last.shape != (self.num_domains,):
+            raise TandemError(
+                f"{self.name} state_dict: last_delta has shape {tuple(last.shape)}, expected ({self.num_domains},)"
+            )
+        self.last_delta = last.clone()

@@ -63,7 +63,7 @@ from torch import nn
 from tandem_components.distributed import all_reduce_sum, rank_and_world_size
 from tandem_components.domain_loss import IGNORE_INDEX, DomainLosses, model_domain_losses
 from tandem_components.errors import TandemError
-from tandem_components.estimators.base import HypergradientEstimator
+from tandem_components.estimators.base import PerDomainSignalEstimator
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ def _rows(batch, rows: torch.Tensor):
     return type(batch)(tokens=batch.tokens[rows], labels=batch.labels[rows], domain_ids=batch.domain_ids[rows])
 
 
-class DoGEEstimator(HypergradientEstimator):
+class DoGEEstimator(PerDomainSignalEstimator):
     """Δ_m = −⟨∇L^m(u), ∇L_val(u)⟩, per-domain gradient alignment (DoGE, Fan et al. 2023).
 
     Args:
@@ -103,10 +103,9 @@ class DoGEEstimator(HypergradientEstimator):
             kind = type(val_batches).__name__
             raise TandemError(f"doge: val_batches must be a callable returning a batch, got {kind}")
         self.proxy = proxy
-        self.num_domains = int(num_domains)
+        super().__init__(int(num_domains))
         self.val_batches = val_batches
         self.forward = forward
-        self.last_delta = torch.zeros(self.num_domains, dtype=torch.float64)
 
     def _domain_holders(self, probe_batch, device) -> torch.Tensor:
         """(M,) float64: how many ranks hold at least one target token of each domain (0 = absent)."""
@@ -157,23 +156,8 @@ class DoGEEstimator(HypergradientEstimator):
 
     def delta(self, probe_batch) -> torch.Tensor:
         dots, present = self.alignments(probe_batch)
-        delta = self.last_delta.clone()
-        delta[present] = -dots[present]
-        self.last_delta = delta
-        return delta.clone()
+        return self._merge(-dots, present)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"signal": "gradient_alignment", "val_batches_per_update": 1}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_delta": self.last_delta.clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "last_delta" not in state:
-            raise TandemError("doge state_dict: missing key 'last_delta'")
-        last = torch.as_tensor(state["last_delta"], dtype=torch.float64)
-        if last.shape != (self.num_domains,):
-            raise TandemError(
-                f"doge state_dict: last_delta has shape {tuple(last.shape)}, expected ({self.num_domains},)"
-            )
-        self.last_delta = last.clone()

@@ -61,7 +61,7 @@ from torch import nn
 from tandem_components.distributed import all_reduce_sum
 from tandem_components.domain_loss import IGNORE_INDEX, per_token_loss
 from tandem_components.errors import TandemError
-from tandem_components.estimators.base import HypergradientEstimator
+from tandem_components.estimators.base import PerDomainSignalEstimator
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-class DoReMiEstimator(HypergradientEstimator):
+class DoReMiEstimator(PerDomainSignalEstimator):
     """Δ_m = −mean_{tokens of m} max(ℓ_u − ℓ_ref, 0) on the probe batch (DoReMi, Xie et al. 2023).
 
     Args:
@@ -116,10 +116,9 @@ class DoReMiEstimator(HypergradientEstimator):
             raise TandemError("doremi: the reference shares parameters with the proxy; it must be a separate copy")
         self.proxy = proxy
         self.reference = freeze(reference)
-        self.num_domains = int(num_domains)
+        super().__init__(int(num_domains))
         self.token_losses = token_losses
         self.reference_path = None if reference_path is None else str(reference_path)
-        self.last_delta = torch.zeros(self.num_domains, dtype=torch.float64)
 
     @torch.no_grad()
     def excess_loss(self, probe_batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,10 +146,7 @@ class DoReMiEstimator(HypergradientEstimator):
     def delta(self, probe_batch) -> torch.Tensor:
         sums, counts = self.excess_loss(probe_batch)
         present = counts > 0
-        delta = self.last_delta.clone()
-        delta[present] = -(sums[present] / counts[present])
-        self.last_delta = delta
-        return delta.clone()
+        return self._merge(-(sums / counts), present)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"signal": "clipped_token_excess_loss", "reference_path": self.reference_path}
@@ -161,17 +157,10 @@ class DoReMiEstimator(HypergradientEstimator):
         return {"last_delta": self.last_delta.clone(), "reference_path": self.reference_path}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "last_delta" not in state:
-            raise TandemError("doremi state_dict: missing key 'last_delta'")
-        last = torch.as_tensor(state["last_delta"], dtype=torch.float64)
-        if last.shape != (self.num_domains,):
-            raise TandemError(
-                f"doremi state_dict: last_delta has shape {tuple(last.shape)}, expected ({self.num_domains},)"
-            )
+        super().load_state_dict(state)
         saved_path = state.get("reference_path")
         if saved_path is not None and self.reference_path is not None and saved_path != self.reference_path:
             # not an error: the file may have moved; but Δ is only comparable across the resume if it is the same model
             log.warning(f"doremi: resuming with reference {self.reference_path!r}, checkpoint recorded {saved_path!r}")
         if self.reference_path is None:
             self.reference_path = saved_path
-        self.last_delta = last.clone()

@@ -23,11 +23,11 @@ import torch
 
 from tandem_components.distributed import all_reduce_sum
 from tandem_components.domain_loss import DomainLosses, model_domain_losses
-from tandem_components.estimators.base import HypergradientEstimator
+from tandem_components.estimators.base import PerDomainSignalEstimator
 from tandem_components.twins import TwinModels
 
 
-class TandemEstimator(HypergradientEstimator):
+class TandemEstimator(PerDomainSignalEstimator):
     name = "tandem"
     uses_validation_batches = True
 
@@ -39,12 +39,11 @@ class TandemEstimator(HypergradientEstimator):
         max_grad_norm: float | None = None,
         forward: Callable[..., DomainLosses] = model_domain_losses,
     ):
+        super().__init__(num_domains)
         self.twins = twins
-        self.num_domains = num_domains
         self.gamma = float(gamma)
         self.max_grad_norm = max_grad_norm
         self.forward = forward
-        self.last_delta = torch.zeros(num_domains, dtype=torch.float64)
 
     def begin_episode(self) -> None:
         self.twins.sync()
@@ -69,17 +68,8 @@ class TandemEstimator(HypergradientEstimator):
         # One collective for all three vectors; every rank then holds the same global sums.
         stats = all_reduce_sum(torch.stack([ref.sums, prx.sums, ref.counts]))
         ref_sums, prx_sums, counts = stats.cpu().unbind(0)
-        present = counts > 0
-        delta = self.last_delta.clone()
-        delta[present] = self.gamma * (ref_sums[present] - prx_sums[present]) / counts[present]
-        self.last_delta = delta
-        return delta.clone()
+        return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0)
 
     def hyperparameters(self) -> dict:
         return {"gamma": self.gamma}
 
-    def state_dict(self) -> dict:
-        return {"last_delta": self.last_delta.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.last_delta = state["last_delta"].clone().to(torch.float64)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from tandem_components.loader import Batch, PerDomainSampler, WeightedDomainLoad
 from tandem_components.mixture import MixtureState  # noqa: E402
 from tandem_components.parallel import (  # noqa: E402
     full_state_dict,
-    global_parameter_distance,
     init_distributed_if_launched,
     make_prepare,
 )
@@ -131,7 +129,7 @@ def run_episodes(fsdp: bool, chunked: bool) -> dict:
     for _ in range(EPISODES):
         result["sync_checks"].append(_check_sync(twins, fsdp))  # estimator.begin_episode() is twins.sync()
         with _CollectiveCounter() as control:  # positive control: the counter does see collectives
-            result["distance_after_sync"].append(global_parameter_distance(twins))
+            result["distance_after_sync"].append(twins.parameter_distance())
         result["control_collectives"] = control.calls
         for k in range(EPISODE_LEN):
             batch = _my_rows(next(train), rank, world)

@@ -1,0 +1,68 @@
+"""recipes/data_restricted.py: token budgets at natural proportions, exact epoch accounting, the
+generalisation-gap table, through the real recipe on the embedded corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tandem_components.errors import TandemError
+from tandem_components.shards import ShardedCorpus
+from tests.recipe_runner import TINY, run_in_process
+
+STAGE1 = "configs/data_restricted/tiny_stage1.yaml"
+STAGE2 = "configs/data_restricted/tiny_stage2.yaml"
+
+
+def _natural_budgets():
+    from recipes.data_restricted import natural_budgets
+
+    return natural_budgets
+
+
+def test_natural_budgets_split_at_natural_proportions():
+    natural_budgets = _natural_budgets()
+    assert natural_budgets([600, 300, 100], 100, min_tokens=5) == [60, 30, 10]
+    assert natural_budgets([7, 7, 7], 10, min_tokens=3) == [3, 3, 3]  # floor
+    with pytest.raises(TandemError, match="data.total_token_budget: 2000 exceeds"):
+        natural_budgets([600, 300, 100], 2000, min_tokens=5)
+    with pytest.raises(TandemError, match="leaves domain #2 only 1 tokens"):
+        natural_budgets([600, 300, 10], 100, min_tokens=5)
+
+
+def test_epochs_and_gap_are_reported_exactly(embedded_shards, tmp_path, monkeypatch):
+    out = tmp_path / "uniform"
+    steps, batch, seq = 12, 8, 64
+    status = run_in_process(
+        "data_restricted", STAGE2, *TINY, f"data.shards={embedded_shards}", f"output_dir={out}",
+        f"max_steps={steps}", "data.total_token_budget=60000", "mixture.weights_from=null", "mixture.weights=uniform",
+        monkeypatch=monkeypatch,
+    )
+    assert status == 0
+    rows = json.loads((out / "generalization.json").read_text())
+    corpus = ShardedCorpus.open(embedded_shards)
+    assert [r["domain"] for r in rows] == corpus.domains
+    sizes = [corpus.num_tokens(d, "train") for d in corpus.domains]
+    assert [r["budget_tokens"] for r in rows] == [60000 * n // sum(sizes) for n in sizes]
+    # every token drawn is accounted to exactly one domain's epochs
+    drawn = sum(r["epochs"] * r["budget_tokens"] for r in rows)
+    assert drawn == pytest.approx(steps * batch * seq, rel=1e-9)
+    smallest = min(rows, key=lambda r: r["budget_tokens"])
+    largest = max(rows, key=lambda r: r["budget_tokens"])
+    assert smallest["epochs"] > largest["epochs"]  # uniform weights repeat the small domains more
+    for r in rows:
+        assert r["gap"] == pytest.approx(r["val_loss"] - r["train_loss"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["generalization"] == rows
+
+
+def test_budget_too_large_is_a_one_line_error(embedded_shards, tmp_path, monkeypatch, capsys):
+    capsys.readouterr()
+    status = run_in_process(
+        "data_restricted", STAGE1, *TINY, f"data.shards={embedded_shards}", f"output_dir={tmp_path / 'out'}",
+        "data.total_token_budget=999999999", monkeypatch=monkeypatch,
+    )
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tandem: error")]
+    assert status == 2 and len(err) == 1 and "data.total_token_budget" in err[0]
+    assert not (tmp_path / "out").exists()
