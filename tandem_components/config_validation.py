@@ -40,7 +40,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -161,18 +161,27 @@ REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_lo
 
 
 def validate_pretrain_config(
-    cfg: DictConfig | Mapping[str, Any], world_size: int = 1, schema: Mapping[str, Any] | None = None
+    cfg: DictConfig | Mapping[str, Any],
+    world_size: int = 1,
+    schema: Mapping[str, Any] | None = None,
+    required_sections: tuple[str, ...] = REQUIRED_SECTIONS,
+    check_data: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Raise a one-line ``TandemError`` naming the first bad key of a pretraining config; else None.
+    """Raise a one-line ``TandemError`` naming the first bad key of a recipe's config; else None.
 
     ``schema`` defaults to ``SCHEMA``; a recipe with extra keys passes ``SCHEMA`` extended (e.g.
-    ``DATA_RESTRICTED_SCHEMA``). Reads the shards' index and the mixture export (if any); writes nothing.
+    ``DATA_RESTRICTED_SCHEMA``). ``check_data(raw)`` replaces the token-shard and mixture checks for a
+    recipe whose data is not token shards (SFT). Reads the data's index and the mixture export (if any);
+    writes nothing.
     """
     raw = _resolved(cfg)
-    _check_section("", raw, schema or SCHEMA, required_sections=REQUIRED_SECTIONS)
+    _check_section("", raw, schema or SCHEMA, required_sections=required_sections)
     _check_relations(raw, world_size)
     _check_output_dir(raw["output_dir"])
     _check_resume(raw)
+    if check_data is not None:
+        check_data(raw)
+        return
     corpus = _check_shards(raw)
     _check_mixture(raw, corpus)
 

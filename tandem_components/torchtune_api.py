@@ -14,13 +14,16 @@ import warnings
 warnings.filterwarnings("ignore", message="Skipping import of cpp extensions")
 
 from torchtune import config  # noqa: E402  (config.parse, config.instantiate)
+from torchtune.data import Message  # noqa: E402  (SFT: a chat turn with its role and loss mask)
 from torchtune.models.llama3 import llama3  # noqa: E402  (decoder-only transformer builder)
+from torchtune.models.llama3_2 import llama3_2  # noqa: E402  (component builder: tied embeddings, SmolLM2)
 from torchtune.modules import TransformerDecoder, TransformerSelfAttentionLayer  # noqa: E402
 from torchtune.modules.transforms.tokenizers import (  # noqa: E402
     HuggingFaceBaseTokenizer,
     ModelTokenizer,
 )
 from torchtune.training import (  # noqa: E402
+    FullModelHFCheckpointer,
     compile_model,
     get_distributed_backend,
     get_dtype,
@@ -41,7 +44,10 @@ from torchtune.utils import get_logger  # noqa: E402
 
 __all__ = [
     "config",
+    "Message",
     "llama3",
+    "llama3_2",
+    "FullModelHFCheckpointer",
     "TransformerDecoder",
     "TransformerSelfAttentionLayer",
     "HuggingFaceBaseTokenizer",

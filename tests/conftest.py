@@ -80,7 +80,7 @@ def fixture_tokenizer_path(fixture_corpus, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def embedded_shards(fixture_tokenizer_path, tmp_path_factory) -> Path:
     """``data/embedded`` prepared into a temp shards dir (what ``data/shards/embedded`` holds after
-    ``make data``, but never the git-ignored copy): the 7 embedded domains, tokenized with the fixture
+    ``make prepare``, but never the git-ignored copy): the 7 embedded domains, tokenized with the fixture
     corpus's 1024-token BPE (``tokenizer.path``: no BPE training here). Session-scoped; returns the dir."""
     import runpy
 

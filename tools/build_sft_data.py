@@ -40,7 +40,7 @@ import time
 import unicodedata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import build_corpus as bc  # noqa: E402  (pinned package cache, shared with the pretraining corpus)
+import build_corpus as bc
 
 REPO = bc.REPO
 CATEGORIES = ("math", "summarize", "define", "docstring", "chat")

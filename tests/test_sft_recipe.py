@@ -1,0 +1,148 @@
+"""recipes/sft.py run for real (in-process) on the embedded SFT set with a tiny model: stage 1 (TANDEM over
+task categories), stage 2 (fixed, on the learned α), and bad input through the recipe (exit 2, one line)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from tandem_components.export import read_mixture_export
+from tests.recipe_runner import run_in_process
+
+STAGE1 = "configs/sft/tiny_stage1.yaml"
+STAGE2 = "configs/sft/tiny_stage2.yaml"
+CATEGORIES = ["math", "summarize", "define", "docstring", "chat"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny(tokenizer) -> list[str]:
+    """A 1-layer model, 64-token rows and short evaluation: seconds per run on a loaded CPU."""
+    return [
+        f"tokenizer.path={tokenizer}", "model.vocab_size=1024", "model.embed_dim=64", "model.num_layers=1",
+        "model.num_heads=4", "model.num_kv_heads=2", "model.max_seq_len=128", "data.seq_len=64",
+        "data.batch_size=4", "eval.every_n_steps=0", "eval.examples_per_category=4", "eval.batch_size=8",
+        "eval.generate_per_category=1", "eval.max_new_tokens=4", "lr_scheduler.warmup_steps=2",
+        "log_every_n_steps=5",
+    ]
+
+
+@pytest.fixture(scope="module")
+def stage1(fixture_tokenizer_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft_stage1")
+    mp = pytest.MonkeyPatch()
+    try:
+        code = run_in_process(
+            "sft", STAGE1, *tiny(fixture_tokenizer_path), f"output_dir={out}", "max_steps=10",
+            "mixture.episode_len=5", "mixture.probe_steps=2", "mixture.probe_seqs_per_domain=2",
+            "mixture.val_batch_size=4", monkeypatch=mp,
+        )
+    finally:
+        mp.undo()
+    assert code == 0
+    return out
+
+
+def test_stage1_learns_a_mixture_over_categories_and_writes_the_tables(stage1):
+    weights, doc = read_mixture_export(stage1 / "mixture.yaml", use="last")
+    assert list(weights) == CATEGORIES and math.isclose(sum(weights.values()), 1.0, abs_tol=1e-9)
+    assert doc["method"] == "tandem" and doc["provenance"]["num_updates"] == 2
+    assert doc["provenance"]["tokenizer_sha256"]
+    rows = [json.loads(line) for line in (stage1 / "mixture_trajectory.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 7]
+    assert (stage1 / "mixture_trajectory.png").read_bytes()[:8] == PNG_MAGIC
+    table = json.loads((stage1 / "sft_eval.json").read_text())
+    assert [r["category"] for r in table] == CATEGORIES
+    for r in table:
+        assert math.isfinite(r["test_loss"]) and r["test_ppl"] > 1 and 0 <= r["value"] <= 1 and r["epochs"] > 0
+        assert r["metric"] == ("exact_match" if r["category"] == "math" else "rouge_l")
+    gens = [json.loads(line) for line in (stage1 / "generations.jsonl").read_text().splitlines()]
+    assert [g["category"] for g in gens] == CATEGORIES
+    summary = json.loads((stage1 / "summary.json").read_text())
+    assert summary["sft"] == table
+
+
+def test_stage2_fine_tunes_on_the_learned_mixture(stage1, fixture_tokenizer_path, tmp_path, monkeypatch):
+    out = tmp_path / "stage2"
+    assert 0 == run_in_process(
+        "sft", STAGE2, *tiny(fixture_tokenizer_path), f"output_dir={out}", "max_steps=4",
+        f"mixture.weights_from={stage1 / 'mixture.yaml'}", "data.packing=true", "eval.generate_per_category=0",
+        monkeypatch=monkeypatch,
+    )
+    used, doc = read_mixture_export(out / "mixture.yaml", use="last")
+    learned, _ = read_mixture_export(stage1 / "mixture.yaml", use="average")
+    assert doc["method"] == "fixed" and used == learned
+
+
+def _write(path, rows):
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize("case", ["empty_category", "missing_response", "mismatched_checkpoint", "unknown_key"])
+def test_bad_input_exits_2_with_one_line(case, fixture_tokenizer_path, tmp_path, monkeypatch, capsys):
+    overrides = [*tiny(fixture_tokenizer_path), f"output_dir={tmp_path / 'out'}", "max_steps=2"]
+    if case == "empty_category":
+        _write(tmp_path / "empty.jsonl.gz", [])
+        overrides.append(f"data.categories.chat.train={tmp_path / 'empty.jsonl.gz'}")
+        expected = "chat/train"
+        message = "no examples"
+    elif case == "missing_response":
+        _write(tmp_path / "bad.jsonl.gz", [{"prompt": "2+2?", "response": "4"}, {"prompt": "3+3?", "answer": "6"}])
+        overrides.append(f"data.categories.math.val={tmp_path / 'bad.jsonl.gz'}")
+        expected = "math/val"
+        message = "line 2: record has no response field 'response'"
+    elif case == "mismatched_checkpoint":
+        from tandem_components.checkpoint import save_model_weights
+        from tandem_components.models import decoder
+
+        cfg = dict(vocab_size=1024, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=128)
+        path = tmp_path / "model" / "model.safetensors"
+        save_model_weights(decoder(**cfg).state_dict(), path,
+                           OmegaConf.create({"_component_": "tandem_components.models.decoder", **cfg}))
+        overrides.append(f"pretrained_weights={path}")  # the config says embed_dim=64
+        expected = str(path)
+        message = "weights do not match the model config"
+    else:
+        overrides.append("data.shards=data/shards/embedded")  # a pretraining key, not an SFT one
+        expected = "data.shards"
+        message = "unknown key"
+    assert run_in_process("sft", STAGE1, *overrides, monkeypatch=monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tandem: error: ") and expected in err[0] and message in err[0], err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_resume_from_a_checkpoint_is_bit_identical(fixture_tokenizer_path, tmp_path, monkeypatch):
+    """TANDEM over categories, checkpoint at step 3 of 6; a fresh run resumed from it ends bit-identical."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run = [*tiny(fixture_tokenizer_path), "max_steps=6", "mixture.episode_len=2", "mixture.probe_steps=1",
+           "mixture.probe_seqs_per_domain=1", "mixture.val_batch_size=2", "eval.generate_per_category=0",
+           "checkpoint.every_n_steps=3"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert run_in_process("sft", STAGE1, *run, f"output_dir={whole}", monkeypatch=monkeypatch) == 0
+    shutil.copytree(whole / "checkpoints", resumed / "checkpoints")  # as if the run had died after step 3 ...
+    shutil.copy(whole / "mixture_trajectory.jsonl", resumed)  # ... having written rows past it (dropped on resume)
+    assert run_in_process("sft", STAGE1, *run, f"output_dir={resumed}", "resume=true", monkeypatch=monkeypatch) == 0
+    a, b = (load_file(str(d / "model" / "model.safetensors")) for d in (whole, resumed))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert (whole / "mixture_trajectory.jsonl").read_text() == (resumed / "mixture_trajectory.jsonl").read_text()
+
+
+@pytest.mark.parametrize("learner", ["doremi", "doge"])
+def test_baseline_learners_run_over_categories(learner, fixture_tokenizer_path, tmp_path, monkeypatch):
+    out = tmp_path / learner
+    extra = ["mixture.reference_steps=2", "mixture.update=exponentiated_gradient"] if learner == "doremi" else []
+    assert 0 == run_in_process(
+        "sft", STAGE1, *tiny(fixture_tokenizer_path), f"output_dir={out}", "max_steps=4", f"mixture.learner={learner}",
+        "mixture.episode_len=2", "mixture.probe_steps=1", "mixture.probe_seqs_per_domain=1", "mixture.val_batch_size=2",
+        "eval.generate_per_category=0", *extra, monkeypatch=monkeypatch,
+    )
+    weights, doc = read_mixture_export(out / "mixture.yaml", use="last")
+    assert doc["method"] == learner and list(weights) == CATEGORIES and doc["provenance"]["num_updates"] == 2
