@@ -45,6 +45,7 @@ from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEs
 from tandem_components.estimators.doremi import freeze
 from tandem_components.evaluation import evaluate_per_domain
 from tandem_components.export import write_mixture_export
+from tandem_components.hf_checkpoint import export_hf_llama
 from tandem_components.loader import PerDomainSampler, WeightedDomainLoader, eval_windows
 from tandem_components.mixture import MixtureState
 from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
@@ -389,15 +390,19 @@ class PretrainRecipe:
         digest = hashlib.sha256(self.mixture.last().numpy().tobytes()).hexdigest()[:16]
         log.info(f"rank {self.rank} of {self.world_size}: final α sha256 {digest}")
         self.final_eval = self._evaluate(self.max_steps)
-        self._save_weights(self.model, self.output_dir / "model" / "model.safetensors")
+        self._save_weights(self.model, self.output_dir / "model" / "model.safetensors", hf=True)
         if main:
             self._write_outputs()
 
     # ---------------------------------------------------------------- outputs
-    def _save_weights(self, model: torch.nn.Module, path: Path) -> None:
+    def _save_weights(self, model: torch.nn.Module, path: Path, hf: bool = False) -> None:
+        """tandem's safetensors (+ model_config.yaml) at ``path``; with ``hf``, also an HF Llama checkpoint
+        in ``path.parent / "hf"`` (transformers and torchtune's FullModelHFCheckpointer load it)."""
         state = full_state_dict(model)  # a collective under FSDP: every rank calls it
         if is_main_process():
             save_model_weights(state, path, self.cfg.model)
+            if hf and self.cfg.model._component_ == "tandem_components.models.decoder":
+                export_hf_llama(state, OmegaConf.to_container(self.cfg.model, resolve=True), path.parent / "hf")
         barrier()
 
     def _provenance(self) -> dict:
@@ -446,7 +451,7 @@ class PretrainRecipe:
         print(
             f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {self.trajectory_path}\n"
             f"  plot            {plot}\n  eval table      {json_path}, {csv_path}\n"
-            f"  model           {out / 'model' / 'model.safetensors'}\n  wall time       {self.wall_time_s:.1f}s"
+            f"  model           {out / 'model' / 'model.safetensors'} (HF format: {out / 'model' / 'hf'})\n  wall time       {self.wall_time_s:.1f}s"
         )
 
     def cleanup(self) -> None:

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import save_file
 
+from tandem_components.atomic import atomic_path, atomic_write_text
 from tandem_components.errors import TandemError
-from tandem_components.torchtune_api import FullModelHFCheckpointer, config, llama3_2
+from tandem_components.torchtune_api import FullModelHFCheckpointer, config, llama3_2, tune_to_hf
 
 WEIGHTS_NAME = "model.safetensors"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,7 +65,6 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
 
 def save_hf_checkpoint(model, tokenizer, out_dir: str | Path) -> Path:
     """Write a loaded ``transformers`` model + tokenizer as an HF checkpoint folder (fp32 safetensors)."""
-    from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     cfg = model.config.to_dict()
@@ -187,3 +188,32 @@ def tandem_pretrained(model_dir: str, max_seq_len: int | None = None) -> torch.n
 
     model = config.instantiate(OmegaConf.create(model_cfg))
     return load_model_weights(model, model_dir / WEIGHTS_NAME)
+
+
+def export_hf_llama(state_dict: dict[str, torch.Tensor], model_cfg: dict, out_dir: str | Path) -> Path:
+    """Write a trained ``models.decoder`` as an HF Llama checkpoint: ``config.json`` + ``model.safetensors``.
+
+    The weights go through torchtune's own torchtune->HF conversion (``convert_weights.tune_to_hf``, what
+    its ``FullModelHFCheckpointer`` saves with: HF key names, q/k permuted back), so the folder loads in
+    ``transformers.LlamaForCausalLM``, in torchtune's ``FullModelHFCheckpointer`` and in ``hf_llama``.
+    Written atomically (each file to a temp name, then renamed).
+    """
+    out_dir = Path(out_dir)
+    dim, heads = int(model_cfg["embed_dim"]), int(model_cfg["num_heads"])
+    kv_heads = int(model_cfg["num_kv_heads"])
+    hf_state = tune_to_hf(state_dict, num_heads=heads, num_kv_heads=kv_heads, dim=dim)
+    hf_config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32",
+        "vocab_size": int(model_cfg["vocab_size"]), "hidden_size": dim,
+        "intermediate_size": int(state_dict["layers.0.mlp.w1.weight"].shape[0]),
+        "num_hidden_layers": int(model_cfg["num_layers"]), "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads, "head_dim": dim // heads, "hidden_act": "silu",
+        "max_position_embeddings": int(model_cfg["max_seq_len"]),
+        "rms_norm_eps": float(model_cfg.get("norm_eps", 1e-5)),
+        "rope_theta": float(model_cfg.get("rope_base", 10_000)), "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_bias": False,
+    }
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file({k: v.contiguous() for k, v in hf_state.items()}, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(out_dir / "config.json", json.dumps(hf_config, indent=2) + "\n")
+    return out_dir

@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message="Skipping import of cpp extensions")
 
 from torchtune import config  # noqa: E402  (config.parse, config.instantiate)
 from torchtune.data import Message  # noqa: E402  (SFT: a chat turn with its role and loss mask)
+from torchtune.models.convert_weights import tune_to_hf  # noqa: E402  (torchtune -> HF key names, q/k permutation)
 from torchtune.models.llama3 import llama3  # noqa: E402  (decoder-only transformer builder)
 from torchtune.models.llama3_2 import llama3_2  # noqa: E402  (component builder: tied embeddings, SmolLM2)
 from torchtune.modules import TransformerDecoder, TransformerSelfAttentionLayer  # noqa: E402
@@ -43,6 +44,7 @@ from torchtune.training.metric_logging import (  # noqa: E402
 from torchtune.utils import get_logger  # noqa: E402
 
 __all__ = [
+    "tune_to_hf",
     "config",
     "Message",
     "llama3",

@@ -12,6 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tandem_components.export import read_mixture_export, weights_vector
+from tandem_components.hf_checkpoint import load_hf_weights
 from tandem_components.models import decoder
 from tandem_components.shards import ShardedCorpus
 from tests.corpus_variants import derive_corpus, uniform_random_tokens
@@ -84,6 +85,9 @@ def test_stage2_trains_a_larger_model_on_the_exported_mixture(stage1_run, embedd
     model = decoder(**{k: v for k, v in model_cfg.items() if k != "_component_"})
     model.load_state_dict(load_file(out / "model" / "model.safetensors"))
     assert model_cfg["num_layers"] == 2
+    # ... and so does the HF-format export, through torchtune's FullModelHFCheckpointer
+    from_hf = load_hf_weights(decoder(**{k: v for k, v in model_cfg.items() if k != "_component_"}), out / "model" / "hf")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), from_hf.state_dict().values()))
 
 
 def _run_short_tandem(shards, out, monkeypatch, *extra):
