@@ -174,7 +174,8 @@ class PretrainRecipe:
         gamma = float(cfg.mixture.get("gamma", 1.0))
         if self.learner == "tandem":
             self.estimator = TandemEstimator(
-                self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward
+                self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward,
+                probe_micro_batch=self.batch_size,
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,

@@ -8,7 +8,6 @@ steps, runs and mixtures.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -107,12 +106,7 @@ def evaluate_per_domain(
     sums = torch.zeros(m, dtype=torch.float64)
     counts = torch.zeros(m, dtype=torch.float64)
     for batch in domain_batches:
-        for start in range(0, batch.tokens.shape[0], batch_size):
-            end = start + batch_size
-            chunk = dataclasses.replace(
-                batch, tokens=batch.tokens[start:end], labels=batch.labels[start:end],
-                domain_ids=batch.domain_ids[start:end],
-            )
+        for chunk in batch.chunks(batch_size):
             losses = forward(model, chunk.to(device), m)
             sums += losses.sums.cpu()
             counts += losses.counts.cpu()

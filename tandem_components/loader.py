@@ -18,7 +18,7 @@ exact (unbiased) integers with a per-sample upper bound in one vectorised call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Iterator, Any, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,12 @@ class Batch:
             labels=self.labels.to(device, non_blocking=non_blocking),
             domain_ids=self.domain_ids.to(device, non_blocking=non_blocking),
         )
+
+    def chunks(self, size: int) -> "Iterator[Batch]":
+        """Consecutive sub-batches of at most ``size`` rows (forward a large batch in pieces)."""
+        for start in range(0, self.tokens.shape[0], size):
+            end = start + size
+            yield Batch(self.tokens[start:end], self.labels[start:end], self.domain_ids[start:end])
 
 
 # ---- shared validation / indexing helpers ----------------------------------------------------------------

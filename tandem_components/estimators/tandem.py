@@ -38,8 +38,12 @@ class TandemEstimator(PerDomainSignalEstimator):
         gamma: float = 1.0,
         max_grad_norm: float | None = None,
         forward: Callable[..., DomainLosses] = model_domain_losses,
+        probe_micro_batch: int | None = None,
     ):
         super().__init__(num_domains)
+        # The paired probe batch holds M x probe_seqs_per_domain sequences (7x a training batch in the
+        # tiny config): forwarding it in pieces keeps stage 1's peak memory near two models' worth.
+        self.probe_micro_batch = probe_micro_batch
         self.twins = twins
         self.gamma = float(gamma)
         self.max_grad_norm = max_grad_norm
@@ -63,10 +67,13 @@ class TandemEstimator(PerDomainSignalEstimator):
 
     @torch.no_grad()
     def delta(self, probe_batch) -> torch.Tensor:
-        ref = self.forward(self.twins.reference, probe_batch, self.num_domains)
-        prx = self.forward(self.twins.proxy, probe_batch, self.num_domains)
+        stats = 0  # rows: reference loss sums, proxy loss sums, token counts (per domain)
+        for chunk in probe_batch.chunks(self.probe_micro_batch or probe_batch.tokens.shape[0]):
+            ref = self.forward(self.twins.reference, chunk, self.num_domains)
+            prx = self.forward(self.twins.proxy, chunk, self.num_domains)
+            stats = stats + torch.stack([ref.sums, prx.sums, ref.counts])
         # One collective for all three vectors; every rank then holds the same global sums.
-        stats = all_reduce_sum(torch.stack([ref.sums, prx.sums, ref.counts]))
+        stats = all_reduce_sum(stats)
         ref_sums, prx_sums, counts = stats.cpu().unbind(0)
         return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0)
 
