@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tandem-installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run prepare test clean
+.PHONY: setup run prepare test bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ run: prepare
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# CPU benchmarks (speed, memory, overhead, loader): ratios measured side by side; see benchmarks/RESULTS.md.
+bench: prepare
+	bash benchmarks/run_all_cpu.sh
 
 clean:
 	rm -rf outputs data/shards
