@@ -157,7 +157,48 @@ def _check_config(sd: dict, expected: dict, what: str) -> None:
 
 
 # ---- training loader --------------------------------------------------------------------------------------
-class WeightedDomainLoader(BaseNode[Batch]):
+class AlphaSampling:
+    """What the α-weighted loaders (this module's and ``sft_loader``'s) share: α itself, and drawing
+    domain ids by it. A subclass provides ``num_domains`` and a numpy generator ``self._rng``."""
+
+    num_domains: int
+
+    def _validate_weights(self, weights) -> np.ndarray:
+        m = self.num_domains
+        if isinstance(weights, torch.Tensor):
+            weights = weights.detach().cpu().to(torch.float64).numpy()
+        try:
+            w = np.array(weights, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TandemError(f"weights: expected {m} numbers, got {weights!r}") from None
+        if w.shape != (m,):
+            raise TandemError(f"weights: expected shape ({m},) (one per domain), got {w.shape}")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise TandemError(f"weights: expected finite values >= 0, got {w.tolist()}")
+        if abs(float(w.sum()) - 1.0) > _SUM_TOL:
+            raise TandemError(f"weights: expected values summing to 1 (within {_SUM_TOL}), got sum {float(w.sum())}")
+        return w
+
+    def set_weights(self, weights: Sequence[float] | torch.Tensor) -> None:
+        """Set α, (M,); used from the very next batch."""
+        self._weights = self._validate_weights(weights)
+        self._cdf = np.cumsum(self._weights)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Current α the loader samples with, (M,) float64."""
+        return torch.from_numpy(self._weights.copy())
+
+    def _draw_domains(self, n: int) -> np.ndarray:
+        """``n`` domain ids drawn from Categorical(α) with ``self._rng``."""
+        u = self._rng.random(n)
+        # side="right": a zero-weight domain (flat cdf step) is never chosen, not even at u = 0.
+        ids = np.searchsorted(self._cdf, u * self._cdf[-1], side="right")
+        np.minimum(ids, self.num_domains - 1, out=ids)
+        return ids
+
+
+class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
     """Infinite iterator of training batches whose domain mix follows α, changeable between batches.
 
     A ``torchdata.nodes.BaseNode``: it can be wrapped in ``torchdata.nodes.Loader`` or used directly
@@ -209,33 +250,6 @@ class WeightedDomainLoader(BaseNode[Batch]):
     def num_domains(self) -> int:
         return len(self._arrays)
 
-    # ---- α ----------------------------------------------------------------------------------------------
-    def _validate_weights(self, weights) -> np.ndarray:
-        m = self.num_domains
-        if isinstance(weights, torch.Tensor):
-            weights = weights.detach().cpu().to(torch.float64).numpy()
-        try:
-            w = np.array(weights, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TandemError(f"weights: expected {m} numbers, got {weights!r}") from None
-        if w.shape != (m,):
-            raise TandemError(f"weights: expected shape ({m},) (one per domain), got {w.shape}")
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise TandemError(f"weights: expected finite values >= 0, got {w.tolist()}")
-        if abs(float(w.sum()) - 1.0) > _SUM_TOL:
-            raise TandemError(f"weights: expected values summing to 1 (within {_SUM_TOL}), got sum {float(w.sum())}")
-        return w
-
-    def set_weights(self, weights: Sequence[float] | torch.Tensor) -> None:
-        """Set α, (M,); used from the very next batch."""
-        self._weights = self._validate_weights(weights)
-        self._cdf = np.cumsum(self._weights)
-
-    @property
-    def weights(self) -> torch.Tensor:
-        """Current α the loader samples with, (M,) float64."""
-        return torch.from_numpy(self._weights.copy())
-
     # ---- counters ---------------------------------------------------------------------------------------
     @property
     def tokens_drawn(self) -> torch.Tensor:
@@ -265,10 +279,7 @@ class WeightedDomainLoader(BaseNode[Batch]):
         # Every rank draws the same GLOBAL batch (w * B rows) and keeps its own B rows: the data of a
         # run does not depend on how many ranks it is split over (a 2-rank run sees exactly the batches
         # of a 1-rank run with twice the batch size), and per-domain epoch counts are global on every rank.
-        u = self._rng.random(b * w)
-        # side="right": a zero-weight domain (flat cdf step) is never chosen, not even at u = 0.
-        ids = np.searchsorted(self._cdf, u * self._cdf[-1], side="right")
-        np.minimum(ids, self.num_domains - 1, out=ids)
+        ids = self._draw_domains(b * w)
         # start in [0, n_m - T - 1]: integers' high is exclusive, so high = n_m - T.
         starts = self._rng.integers(0, self._lengths[ids] - t, dtype=np.int64)
         self._tokens_drawn += np.bincount(ids, minlength=self.num_domains).astype(np.int64) * t

@@ -27,12 +27,11 @@ from torchdata.nodes import BaseNode
 
 from tandem_components.domain_loss import IGNORE_INDEX
 from tandem_components.errors import TandemError
-from tandem_components.loader import Batch, _check_config, _check_int, _make_rng, _rng_state, _set_rng_state
+from tandem_components.loader import AlphaSampling, Batch, _check_config, _check_int, _make_rng, _rng_state, _set_rng_state
 from tandem_components.sft_data import TokenizedExample
 
 _STREAM_TRAIN = 0
 _STREAM_PROBE = 1
-_SUM_TOL = 1e-6
 
 
 def _check_categories(categories) -> list[list[TokenizedExample]]:
@@ -56,7 +55,7 @@ def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int, ids: np.ndar
                  domain_ids=torch.from_numpy(np.asarray(ids, dtype=np.int64)))
 
 
-class WeightedExampleLoader(BaseNode[Batch]):
+class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
     """Infinite iterator of SFT batches whose category mix follows α, changeable between batches.
 
     Args:
@@ -91,29 +90,6 @@ class WeightedExampleLoader(BaseNode[Batch]):
     @property
     def num_domains(self) -> int:
         return len(self._cats)
-
-    def _validate_weights(self, weights) -> np.ndarray:
-        m = self.num_domains
-        if isinstance(weights, torch.Tensor):
-            weights = weights.detach().cpu().to(torch.float64).numpy()
-        try:
-            w = np.array(weights, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TandemError(f"weights: expected {m} numbers, got {weights!r}") from None
-        if w.shape != (m,):
-            raise TandemError(f"weights: expected shape ({m},) (one per category), got {w.shape}")
-        if not np.isfinite(w).all() or (w < 0).any() or abs(float(w.sum()) - 1.0) > _SUM_TOL:
-            raise TandemError(f"weights: expected finite values >= 0 summing to 1, got {w.tolist()}")
-        return w
-
-    def set_weights(self, weights) -> None:
-        """Set α, (M,); used from the very next batch."""
-        self._weights = self._validate_weights(weights)
-        self._cdf = np.cumsum(self._weights)
-
-    @property
-    def weights(self) -> torch.Tensor:
-        return torch.from_numpy(self._weights.copy())
 
     @property
     def examples_drawn(self) -> torch.Tensor:
@@ -170,9 +146,7 @@ class WeightedExampleLoader(BaseNode[Batch]):
 
     def next(self) -> Batch:
         b, w = self.batch_size, self.world_size
-        u = self._rng.random(b * w)
-        ids = np.searchsorted(self._cdf, u * self._cdf[-1], side="right")
-        np.minimum(ids, self.num_domains - 1, out=ids)
+        ids = self._draw_domains(b * w)
         # every rank consumes the examples of the whole global batch (cursors stay identical) ...
         rows = [self._row(int(m)) for m in ids]
         mine = slice(self.rank * b, (self.rank + 1) * b)  # ... and keeps its own rows
