@@ -68,6 +68,15 @@ def _check_int(x, name: str, minimum: int) -> int:
     return int(x)
 
 
+def _check_rank(rank, world_size) -> tuple[int, int]:
+    """(rank, world_size), validated: 0 <= rank < world_size."""
+    world_size = _check_int(world_size, "world_size", 1)
+    rank = _check_int(rank, "rank", 0)
+    if rank >= world_size:
+        raise TandemError(f"rank: expected 0 <= rank < world_size={world_size}, got {rank}")
+    return rank, world_size
+
+
 def _check_domains(domain_tokens) -> list[np.ndarray]:
     if isinstance(domain_tokens, np.ndarray) or not isinstance(domain_tokens, Sequence) or len(domain_tokens) == 0:
         raise TandemError("domain_tokens: expected a non-empty list of 1-D token arrays, one per domain")
@@ -238,10 +247,7 @@ class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
         self.seed = _check_int(seed, "seed", 0)
-        self.world_size = _check_int(world_size, "world_size", 1)
-        self.rank = _check_int(rank, "rank", 0)
-        if self.rank >= self.world_size:
-            raise TandemError(f"rank: expected 0 <= rank < world_size={self.world_size}, got {self.rank}")
+        self.rank, self.world_size = _check_rank(rank, world_size)
         self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
         self._initial_weights = self._validate_weights(weights)
         self.reset(None)
@@ -343,10 +349,7 @@ class PerDomainSampler:
         self.per_domain = _check_int(per_domain, "per_domain", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
         self.seed = _check_int(seed, "seed", 0)
-        self.rank = _check_int(rank, "rank", 0)
-        self.world_size = _check_int(world_size, "world_size", 1)
-        if self.rank >= self.world_size:
-            raise TandemError(f"rank: expected 0 <= rank < world_size={self.world_size}, got {self.rank}")
+        self.rank, self.world_size = _check_rank(rank, world_size)
         self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
         m = len(self._arrays)
         self._ids = np.repeat(np.arange(m, dtype=np.int64), self.per_domain)

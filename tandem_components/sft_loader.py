@@ -27,7 +27,16 @@ from torchdata.nodes import BaseNode
 
 from tandem_components.domain_loss import IGNORE_INDEX
 from tandem_components.errors import TandemError
-from tandem_components.loader import AlphaSampling, Batch, _check_config, _check_int, _make_rng, _rng_state, _set_rng_state
+from tandem_components.loader import (
+    AlphaSampling,
+    Batch,
+    _check_config,
+    _check_int,
+    _check_rank,
+    _make_rng,
+    _rng_state,
+    _set_rng_state,
+)
 from tandem_components.sft_data import TokenizedExample
 
 _STREAM_TRAIN = 0
@@ -77,10 +86,7 @@ class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
         self.seed = _check_int(seed, "seed", 0)
-        self.world_size = _check_int(world_size, "world_size", 1)
-        self.rank = _check_int(rank, "rank", 0)
-        if self.rank >= self.world_size:
-            raise TandemError(f"rank: expected 0 <= rank < world_size={self.world_size}, got {self.rank}")
+        self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad_id = int(pad_id)
         self.packing = bool(packing)
         self._sizes = np.array([len(c) for c in self._cats], dtype=np.int64)
@@ -192,8 +198,7 @@ class PerCategorySampler:
         self.per_domain = _check_int(per_domain, "per_domain", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
         self.seed = _check_int(seed, "seed", 0)
-        self.rank = _check_int(rank, "rank", 0)
-        self.world_size = _check_int(world_size, "world_size", 1)
+        self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad_id = int(pad_id)
         self._sizes = np.array([len(c) for c in self._cats], dtype=np.int64)
         self._rng = _make_rng(self.seed, 0, _STREAM_PROBE)
