@@ -13,6 +13,10 @@ with the epochs each domain was seen.
 Everything else (episodes, twins, Δ, α, stage 1 / stage 2, checkpoints, FSDP2) is the pretraining
 recipe's loop, which this recipe extends (recipes/pretrain.py: ``PretrainRecipe``).
 
+Stage 2 trains under the budget and the tokens drawn that stage 1 learned its mixture under: a mixture
+learned at another repetition rate does not transfer, so a mismatch with the export's provenance is
+refused (``data.allow_budget_mismatch=true`` overrides).
+
 Outputs, in addition to the pretraining recipe's: ``generalization.{json,csv}`` (per domain: budget,
 epochs seen, train loss, validation loss, gap) and the same numbers in ``summary.json``.
 """
@@ -32,6 +36,7 @@ from tandem_components.config_validation import DATA_RESTRICTED_SCHEMA, validate
 from tandem_components.distributed import launched_world_size
 from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.evaluation import evaluate_per_domain
+from tandem_components.export import read_mixture_export
 from tandem_components.loader import eval_windows
 from tandem_components.torchtune_api import config
 
@@ -51,6 +56,20 @@ def natural_budgets(domain_tokens: list[int], total: int, min_tokens: int) -> li
     return budgets
 
 
+def check_same_budget(export_path: str, token_budget: list[int], run_tokens: int) -> None:
+    """Refuse a mixture learned under another per-domain budget or another number of tokens drawn."""
+    _, doc = read_mixture_export(export_path)
+    provenance = doc.get("provenance") or {}
+    learned = {"token_budget": provenance.get("token_budget"), "run_tokens": provenance.get("run_tokens")}
+    here = {"token_budget": list(token_budget), "run_tokens": int(run_tokens)}
+    for key, value in learned.items():
+        if value != here[key]:
+            raise TandemError(
+                f"mixture.weights_from: {export_path} was learned with {key} {value}, this run has {here[key]} "
+                "(same data.total_token_budget and max_steps x batch_size x seq_len, or data.allow_budget_mismatch=true)"
+            )
+
+
 class DataRestrictedRecipe(PretrainRecipe):
     """``PretrainRecipe`` on token-budgeted domains, reporting epochs and the generalisation gap."""
 
@@ -62,6 +81,12 @@ class DataRestrictedRecipe(PretrainRecipe):
         # fixed windows of the data actually trained on, for the train side of the gap
         budgeted = [tokens[:budget] for tokens, budget in zip(self.train_tokens, self.token_budget)]
         self.train_eval_batches = eval_windows(budgeted, self.seq_len, int(self.cfg.eval.windows_per_domain))
+
+    def _setup_mixture(self) -> None:
+        super()._setup_mixture()
+        source = self.cfg.mixture.get("weights_from")
+        if source and not self.cfg.data.get("allow_budget_mismatch", False):
+            check_same_budget(source, self.token_budget, self.run_tokens)
 
     def _evaluate(self, step: int):
         result = super()._evaluate(step)  # validation loss per domain (held out)

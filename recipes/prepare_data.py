@@ -6,8 +6,13 @@ Steps, in order:
   1. check the whole config and that every source file exists (seconds, before any work);
   2. scan every domain split once: formats, text fields, no empty split (and totals for the progress bar);
   3. train a byte-level BPE on a balanced sample (``tokenizer.train``) or take ``tokenizer.path``;
-  4. tokenize every split, each document followed by EOS, into ``<output_dir>/<domain>/{train,val}.bin``;
+  4. tokenize every split, each document followed by EOS, into ``<output_dir>/<domain>/{train,val,test}.bin``;
   5. write ``index.json`` and rename the finished directory onto ``output_dir``.
+
+The ``test`` split is the one no method may see (the table's split): a domain's own ``test`` source, or,
+when it has none, carved deterministically out of its val documents (``test_fraction`` of the distinct
+val documents, chosen by sha256 so that duplicates stay together; a val document that also occurs in
+train never goes to test). The index records which, per domain.
 
 Everything is built in a temporary directory next to ``output_dir``: a failed run changes nothing.
 Two runs on the same inputs give byte-identical files. Format: ``tandem_components/shards.py``.
@@ -15,6 +20,7 @@ Two runs on the same inputs give byte-identical files. Format: ``tandem_componen
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from collections.abc import Iterator
@@ -48,9 +54,11 @@ from tandem_components.tokenizer import (
 )
 from tandem_components.torchtune_api import config
 
-TOP_LEVEL_KEYS = {"output_dir", "dtype", "tokenizer", "domains", "text_field", "cache_dir"}
+TOP_LEVEL_KEYS = {"output_dir", "dtype", "tokenizer", "domains", "text_field", "cache_dir", "test_fraction"}
 REQUIRED_TOP_LEVEL_KEYS = {"output_dir", "dtype", "tokenizer", "domains"}
-DOMAIN_KEYS = {"name", "train", "val", "text_field"}
+DOMAIN_KEYS = {"name", "train", "val", "test", "text_field"}
+#: share of a domain's distinct val documents that becomes its test split when it has no test source
+DEFAULT_TEST_FRACTION = 0.5
 TRAIN_KEYS = {"vocab_size", "sample_bytes_per_domain"}
 # Documents handed to the Rust tokenizer at once: large enough to keep every core busy.
 BATCH_DOCUMENTS = 512
@@ -62,8 +70,13 @@ class DomainSpec:
     """One entry of ``domains``: where its train and val documents come from."""
 
     name: str
-    sources: dict[str, Any]  # split -> source (path / glob / list / {hf_dataset: ...})
+    sources: dict[str, Any]  # split -> source (path / glob / list / {hf_dataset: ...}); test optional
     text_field: str
+
+    @property
+    def test_carved(self) -> bool:
+        """No test source: the test split is carved out of the val documents."""
+        return "test" not in self.sources
 
 
 class PrepareDataRecipe:
@@ -78,6 +91,12 @@ class PrepareDataRecipe:
         self.cache_dir = raw.get("cache_dir")
         default_text_field = raw.get("text_field") or DEFAULT_TEXT_FIELD
         self.domains = _parse_domains(raw["domains"], default_text_field)
+        self.test_fraction = raw.get("test_fraction", DEFAULT_TEST_FRACTION)
+        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)) or not (
+            0.0 < self.test_fraction < 1.0
+        ):
+            raise TandemError(f"test_fraction: expected a number strictly between 0 and 1, got {self.test_fraction!r}")
+        self._test_hashes: dict[str, set[bytes]] = {}  # carved domains: digests of the val docs that go to test
         self.train_options, self.tokenizer_path = _parse_tokenizer(raw["tokenizer"], self.dtype_name)
         for domain in self.domains:
             for split, source in domain.sources.items():
@@ -99,22 +118,60 @@ class PrepareDataRecipe:
                 vocab_size=tokenizer.vocab_size,
                 tokenizer_sha256=tokenizer_sha256(build_dir / "tokenizer.json"),
                 splits_by_domain=stats,
+                test_sources={d.name: self._test_source_note(d) for d in self.domains},
             )
             write_index(build_dir, index)
         print(_format_table(stats))
         print(f"wrote {self.output_dir} ({time.perf_counter() - started:.1f} s)")
         return stats
 
-    def _documents(self, domain: DomainSpec, split: str) -> Iterator[str]:
+    def _source_documents(self, domain: DomainSpec, split: str) -> Iterator[str]:
         return iter_documents(
             domain.name, split, domain.sources[split], text_field=domain.text_field, cache_dir=self.cache_dir
         )
 
+    def _documents(self, domain: DomainSpec, split: str) -> Iterator[str]:
+        """A split's documents, in source order; val and test of a carved domain partition its val source."""
+        if not domain.test_carved or split == "train":
+            yield from self._source_documents(domain, split)
+            return
+        chosen = self._test_hashes[domain.name]
+        for doc in self._source_documents(domain, "val"):
+            if (_digest(doc) in chosen) == (split == "test"):
+                yield doc
+
+    def _test_source_note(self, domain: DomainSpec) -> str:
+        if domain.test_carved:
+            return f"carved from val (test_fraction {self.test_fraction}, by document sha256)"
+        return "given"
+
     def _scan(self) -> int:
-        """Read every split once, so that any bad file fails before anything is built; total UTF-8 bytes."""
-        return sum(
-            len(doc.encode("utf-8")) for domain in self.domains for split in SPLITS for doc in self._documents(domain, split)
-        )
+        """Read every split once, so that any bad file fails before anything is built; total UTF-8 bytes.
+
+        It also chooses each carved domain's test documents (``_carve_test``)."""
+        total = 0
+        for domain in self.domains:
+            digests: dict[str, set[bytes]] = {}
+            for split in domain.sources:
+                digests[split] = set()
+                for doc in self._source_documents(domain, split):
+                    total += len(doc.encode("utf-8"))
+                    digests[split].add(_digest(doc))
+            if domain.test_carved:
+                self._test_hashes[domain.name] = self._carve_test(domain, digests["val"], digests["train"])
+        return total
+
+    def _carve_test(self, domain: DomainSpec, val: set[bytes], train: set[bytes]) -> set[bytes]:
+        """The digests of the val documents that become test: a fixed share of the distinct ones not in train,
+        the smallest digests first (deterministic, independent of file order)."""
+        candidates = sorted(val - train)
+        if len(candidates) < 2:
+            raise TandemError(
+                f"domains ({domain.name}).val: {len(candidates)} distinct val document(s) not in train; carving a "
+                "test split needs at least 2 (give the domain a `test` source)"
+            )
+        k = min(len(candidates) - 1, max(1, round(self.test_fraction * len(candidates))))
+        return set(candidates[:k])
 
     def _setup_tokenizer(self, build_dir: Path) -> TandemTokenizer:
         """Train the BPE into ``build_dir`` (or copy the given one there) and load it."""
@@ -141,6 +198,10 @@ class PrepareDataRecipe:
                     batches = _encoded_batches(tokenizer, self._documents(domain, split), progress)
                     stats[domain.name][split] = write_split(build_dir, domain.name, split, batches, self.dtype)
         return stats
+
+
+def _digest(document: str) -> bytes:
+    return hashlib.sha256(document.encode("utf-8")).digest()
 
 
 def _encoded_batches(
@@ -185,7 +246,7 @@ def _nonempty_str(key: str, value: Any) -> str:
 def _parse_domains(entries: Any, default_text_field: str) -> list[DomainSpec]:
     """``domains`` is a list (a YAML mapping would silently drop a domain given twice)."""
     if not isinstance(entries, list) or not entries:
-        raise TandemError("domains: expected a non-empty list of {name: ..., train: ..., val: ...}")
+        raise TandemError("domains: expected a non-empty list of {name: ..., train: ..., val: ..., [test: ...]}")
     domains: list[DomainSpec] = []
     for i, entry in enumerate(entries):
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -197,10 +258,12 @@ def _parse_domains(entries: Any, default_text_field: str) -> list[DomainSpec]:
         if name in {d.name for d in domains}:
             raise TandemError(f"{where} {entry['train']}: domain {name!r} is listed twice (list each domain once)")
         for split in SPLITS:
+            if split == "test" and "test" not in entry:
+                continue  # carved out of val
             if entry[split] in ("", []):
                 raise TandemError(f"{where} ({name}).{split}: empty source (expected a file, glob or hf_dataset)")
         text_field = _nonempty_str(f"{where}.text_field", entry.get("text_field") or default_text_field)
-        domains.append(DomainSpec(name=name, sources={s: entry[s] for s in SPLITS}, text_field=text_field))
+        domains.append(DomainSpec(name=name, sources={s: entry[s] for s in SPLITS if s in entry}, text_field=text_field))
     return domains
 
 
@@ -227,16 +290,17 @@ def _parse_tokenizer(section: Any, dtype_name: str) -> tuple[dict[str, int] | No
 
 def _format_table(stats: dict[str, dict[str, SplitStats]]) -> str:
     """Per-domain documents, bytes and tokens; bytes/token shows how well the tokenizer fits each domain."""
-    header = ("domain", "train docs", "val docs", "bytes", "tokens", "train tokens", "val tokens", "bytes/token")
+    header = ("domain", "train docs", "val docs", "test docs", "bytes", "tokens", "train tokens", "val tokens",
+              "test tokens", "bytes/token")
     rows = []
     for domain, splits in stats.items():
-        train, val = splits["train"], splits["val"]
-        rows.append([domain, train.documents, val.documents, train.bytes + val.bytes,
-                     train.tokens + val.tokens, train.tokens, val.tokens])
-    rows.append(["total", *(sum(row[i] for row in rows) for i in range(1, 7))])
+        train, val, test = splits["train"], splits["val"], splits["test"]
+        rows.append([domain, train.documents, val.documents, test.documents, train.bytes + val.bytes + test.bytes,
+                     train.tokens + val.tokens + test.tokens, train.tokens, val.tokens, test.tokens])
+    rows.append(["total", *(sum(row[i] for row in rows) for i in range(1, 9))])
     lines = [f"{header[0]:<12}" + "".join(f"{h:>14}" for h in header[1:])]
     for row in rows:
-        ratio = row[3] / row[4] if row[4] else 0.0
+        ratio = row[4] / row[5] if row[5] else 0.0
         lines.append(f"{row[0]:<12}" + "".join(f"{v:>14,}" for v in row[1:]) + f"{ratio:>14.2f}")
     rule = "-" * len(lines[0])
     return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]])

@@ -14,8 +14,10 @@ Stage 2, ``mixture.learner: fixed``: the same loop with a constant α (a stage-1
 ``uniform`` or ``natural``) trains the target model, which may be larger than the proxy.
 
 Both stages evaluate per-domain validation loss and perplexity every ``eval.every_n_steps`` and at the
-end, and write in ``output_dir``: mixture.yaml, mixture_trajectory.{jsonl,png}, eval.{json,csv},
-summary.json, model/model.safetensors, logs/. With ``checkpoint.every_n_steps`` they save the full
+end; the final model is also evaluated on the **test** split (every window of it by default), the figure
+a comparison reports: no method reads test (TANDEM's reference and DoGE's gradient use val). Outputs in
+``output_dir``: mixture.yaml, mixture_trajectory.{jsonl,png} (learners only), eval.{json,csv} (val),
+eval_test.{json,csv} (test), summary.json, model/model.safetensors, logs/. With ``checkpoint.every_n_steps`` they save the full
 training state; ``resume=true`` continues bit-for-bit from the latest checkpoint.
 """
 
@@ -100,6 +102,7 @@ class PretrainRecipe:
         self.forward = functools.partial(model_chunked_domain_losses, num_chunks=chunks) if chunks else model_domain_losses
         self.start_step = 0
         self.token_budget = None  # per domain; the data-restricted recipe sets it
+        self.run_tokens = self.max_steps * self.batch_size * self.seq_len * self.world_size  # tokens drawn in all
         self.extra_wall_time_s = 0.0  # e.g. DoReMi's reference training, part of the method's cost
 
     # ------------------------------------------------------------------ setup
@@ -123,6 +126,7 @@ class PretrainRecipe:
         self.domains = self.corpus.domains
         self.train_tokens = [self.corpus.tokens(d, "train") for d in self.domains]
         self.val_tokens = [self.corpus.tokens(d, "val") for d in self.domains]
+        self.test_tokens = [self.corpus.tokens(d, "test") for d in self.domains]  # final evaluation only
         self.natural_tokens = [self.corpus.num_tokens(d, "train") for d in self.domains]
 
     def _setup_mixture(self) -> None:
@@ -238,6 +242,7 @@ class PretrainRecipe:
             seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
         )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
+        self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
 
     # ------------------------------------------------------------ checkpoints
     def _training_state(self) -> dict:
@@ -346,6 +351,16 @@ class PretrainRecipe:
             self.metric_logger.log_dict(result.metrics(), step=step)
         return result
 
+    def _evaluate_test(self):
+        """The reported figure: per-domain loss on the test split, which nothing in training reads."""
+        result = evaluate_per_domain(
+            self.model, self.test_batches, self.domains, int(self.cfg.eval.batch_size), step=self.max_steps,
+            device=self.device, forward=self.forward, split="test",
+        )
+        if self.metric_logger is not None:
+            self.metric_logger.log_dict(result.metrics(prefix="test"), step=self.max_steps)
+        return result
+
     def train(self) -> None:
         main = is_main_process()
         self.trajectory_path = self.output_dir / "mixture_trajectory.jsonl"
@@ -391,6 +406,7 @@ class PretrainRecipe:
         digest = hashlib.sha256(self.mixture.last().numpy().tobytes()).hexdigest()[:16]
         log.info(f"rank {self.rank} of {self.world_size}: final α sha256 {digest}")
         self.final_eval = self._evaluate(self.max_steps)
+        self.final_test = self._evaluate_test()
         self._save_weights(self.model, self.output_dir / "model" / "model.safetensors", hf=True)
         if main:
             self._write_outputs()
@@ -422,12 +438,16 @@ class PretrainRecipe:
             "corpus_index_sha256": self.corpus.index_sha256, "corpus": str(self.corpus.path),
             "model": OmegaConf.to_container(cfg.model, resolve=True), "hyperparameters": hyper,
             "weights_from": cfg.mixture.get("weights_from"),
+            # what stage 2 must match for the mixture to transfer (same epochs per domain)
+            "token_budget": self.token_budget, "run_tokens": self.run_tokens,
+            "tokens_drawn": self.train_loader.tokens_drawn().tolist(),
         }
 
     def _summary(self) -> dict:
         return {
             "wall_time_s": self.wall_time_s, "mean_val_loss": self.final_eval.mean_loss,
-            "mean_val_ppl": self.final_eval.mean_perplexity, "steps": self.max_steps,
+            "mean_val_ppl": self.final_eval.mean_perplexity, "mean_test_loss": self.final_test.mean_loss,
+            "mean_test_ppl": self.final_test.mean_perplexity, "steps": self.max_steps,
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
             "average_alpha": dict(zip(self.domains, self.mixture.average().tolist())),
         }
@@ -438,20 +458,27 @@ class PretrainRecipe:
             out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average().tolist(),
             method=self.learner, provenance=self._provenance(),
         )
-        rows = [json.loads(line) for line in self.trajectory_path.read_text(encoding="utf-8").splitlines() if line]
-        plot = plot_mixture_trajectory(
-            [0] + [row["step"] for row in rows], [a.tolist() for a in self.mixture.history], self.domains,
-            out / "mixture_trajectory.png", title=f"{self.learner}: mixture weights over training",
-        )
+        plot = None
+        if self.estimator.updates_mixture:  # a fixed mixture's trajectory is a constant: no plot
+            rows = [json.loads(line) for line in self.trajectory_path.read_text(encoding="utf-8").splitlines() if line]
+            plot = plot_mixture_trajectory(
+                [0] + [row["step"] for row in rows], [a.tolist() for a in self.mixture.history], self.domains,
+                out / "mixture_trajectory.png", title=f"{self.learner}: mixture weights over training",
+            )
         json_path, csv_path = self.final_eval.write(out)
+        test_json, test_csv = self.final_test.write(out, stem="eval_test")
         atomic_write_text(out / "summary.json", json.dumps(self._summary(), indent=2) + "\n")
-        print("\nPer-domain validation (final model):\n" + self.final_eval.format_table())
+        print("\nPer-domain validation (final model; val is the split the methods may use):\n"
+              + self.final_eval.format_table())
+        print("\nPer-domain TEST (final model; held out from every method, the reported figure):\n"
+              + self.final_test.format_table())
         print("\nMixture (last / trajectory average):")
         for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average().tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
         print(
             f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {self.trajectory_path}\n"
-            f"  plot            {plot}\n  eval table      {json_path}, {csv_path}\n"
+            f"  plot            {plot or 'none (fixed mixture)'}\n  eval (val)      {json_path}, {csv_path}\n"
+            f"  eval (test)     {test_json}, {test_csv}\n"
             f"  model           {out / 'model' / 'model.safetensors'} (HF format: {out / 'model' / 'hf'})\n  wall time       {self.wall_time_s:.1f}s"
         )
 

@@ -191,6 +191,7 @@ class SFTRecipe(PretrainRecipe):
         )
         self.eval_batches = eval_example_batches(self.examples["test"], self.seq_len,
                                                  int(cfg.eval.examples_per_category), self.pad_id)
+        self.test_batches = self.eval_batches  # SFT's progress evaluations already read the test examples
 
     def _doremi_reference(self) -> torch.nn.Module:
         """DoReMi's reference, as in pretraining, trained on examples (loaded if given / on resume)."""

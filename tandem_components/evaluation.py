@@ -1,7 +1,8 @@
-"""Per-domain evaluation: validation loss and perplexity of every domain, their mean, and the table.
+"""Per-domain evaluation: loss and perplexity of every domain, their mean, and the table.
 
 The paper reports per-domain validation perplexity and its average over domains; both are here, with
-the mean loss. Evaluation windows are fixed (``loader.eval_windows``) so numbers are comparable across
+the mean loss. Every result names its split: ``val`` (progress
+evaluations, the split methods may use) or ``test`` (the final, reported figure no method sees). Evaluation windows are fixed (``loader.eval_windows``) so numbers are comparable across
 steps, runs and mixtures.
 """
 
@@ -35,6 +36,7 @@ class DomainEval:
 class EvalResult:
     step: int
     per_domain: dict[str, DomainEval]
+    split: str = "val"  # which split the windows came from: every label says it
 
     @property
     def mean_loss(self) -> float:
@@ -61,7 +63,8 @@ class EvalResult:
         return rows
 
     def format_table(self) -> str:
-        lines = [f"{'domain':<14} {'val loss':>9} {'val ppl':>10} {'tokens':>9}", "-" * 45]
+        s = self.split
+        lines = [f"{'domain':<14} {s + ' loss':>9} {s + ' ppl':>10} {'tokens':>9}", "-" * 45]
         for r in self.rows():
             if r["domain"] == "MEAN":
                 lines.append("-" * 45)
@@ -71,7 +74,7 @@ class EvalResult:
     def write(self, out_dir: str | Path, stem: str = "eval") -> tuple[Path, Path]:
         """Write ``<stem>.json`` and ``<stem>.csv`` atomically."""
         out_dir = Path(out_dir)
-        doc = {"step": self.step, "mean_loss": self.mean_loss, "mean_perplexity": self.mean_perplexity, "domains": {
+        doc = {"step": self.step, "split": self.split, "mean_loss": self.mean_loss, "mean_perplexity": self.mean_perplexity, "domains": {
             d: {"loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens} for d, e in self.per_domain.items()
         }}
         json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
@@ -93,6 +96,7 @@ def evaluate_per_domain(
     step: int = 0,
     device: torch.device | str = "cpu",
     forward: Callable[..., DomainLosses] = model_domain_losses,
+    split: str = "val",
 ) -> EvalResult:
     """Loss of ``model`` on each domain's fixed evaluation windows.
 
@@ -112,4 +116,4 @@ def evaluate_per_domain(
             counts += losses.counts.cpu()
     model.train(was_training)
     per_domain = {d: DomainEval(loss=float(sums[i] / counts[i]), tokens=int(counts[i])) for i, d in enumerate(domains)}
-    return EvalResult(step=step, per_domain=per_domain)
+    return EvalResult(step=step, per_domain=per_domain, split=split)

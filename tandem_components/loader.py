@@ -398,8 +398,12 @@ class PerDomainSampler:
 
 
 # ---- deterministic evaluation windows ---------------------------------------------------------------------
-def eval_windows(domain_tokens: Sequence[np.ndarray], seq_len: int, max_windows_per_domain: int) -> list[Batch]:
+def eval_windows(
+    domain_tokens: Sequence[np.ndarray], seq_len: int, max_windows_per_domain: int | None
+) -> list[Batch]:
     """Deterministic evaluation windows: one Batch per domain, no randomness.
+
+    ``max_windows_per_domain=None``: all of them, tiling each domain's tokens from 0 (a whole split).
 
     Per domain of n tokens, k = min(max_windows_per_domain, n // (T + 1)) windows of T + 1 tokens that do
     not overlap (no token shared between two windows), with starts spread evenly from 0 to n - T - 1:
@@ -407,8 +411,9 @@ def eval_windows(domain_tokens: Sequence[np.ndarray], seq_len: int, max_windows_
     """
     arrays = _check_domains(domain_tokens)
     seq_len = _check_int(seq_len, "seq_len", 1)
-    k_max = _check_int(max_windows_per_domain, "max_windows_per_domain", 1)
     w = seq_len + 1
+    whole = max(len(a) for a in arrays) // w + 1
+    k_max = whole if max_windows_per_domain is None else _check_int(max_windows_per_domain, "max_windows_per_domain", 1)
     batches = []
     for m, a in enumerate(arrays):
         n = len(a)

@@ -6,6 +6,7 @@ Layout of a prepared dataset directory ``D``::
     D/tokenizer.json                  the tokenizer that produced the ids (+ D/tokenizer_config.json)
     D/<domain>/train.bin              raw little-endian token ids (uint16 or uint32), every document's
     D/<domain>/val.bin                tokens followed by the EOS id; documents in source order
+    D/<domain>/test.bin               the held-out split no method sees (reported in tables only)
 
 ``index.json``::
 
@@ -13,7 +14,7 @@ Layout of a prepared dataset directory ``D``::
      "tokenizer": "tokenizer.json", "tokenizer_sha256": "<hex>",
      "domains": [{"name": "code", "splits": {"train": {"file": "code/train.bin", "documents": N,
                   "bytes": <utf-8 bytes of the raw text>, "tokens": T, "sha256": "<hex of the .bin>"},
-                  "val": {...}}}, ...]}
+                  "val": {...}, "test": {...}}, "test_source": "given" | "carved from val (...)"}, ...]}
 
 ``domains`` is a list so that the domain order survives sorted keys. ``index_sha256`` (sha256 of the
 canonical bytes) identifies a prepared dataset in exports.
@@ -42,7 +43,7 @@ from tandem_components.errors import TandemError
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 SHARD_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
@@ -119,6 +120,7 @@ def make_index(
     vocab_size: int,
     tokenizer_sha256: str,
     splits_by_domain: dict[str, dict[str, SplitStats]],
+    test_sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``index.json`` content (domains in the given order)."""
     return {
@@ -129,7 +131,8 @@ def make_index(
         "tokenizer": "tokenizer.json",
         "tokenizer_sha256": tokenizer_sha256,
         "domains": [
-            {"name": domain, "splits": {split: asdict(stats) for split, stats in splits.items()}}
+            {"name": domain, "splits": {split: asdict(stats) for split, stats in splits.items()},
+             **({"test_source": test_sources[domain]} if test_sources and domain in test_sources else {})}
             for domain, splits in splits_by_domain.items()
         ],
     }
@@ -238,7 +241,10 @@ class ShardedCorpus:
         if domain not in self._splits:
             raise TandemError(f"{self.path / INDEX_NAME}: no domain {domain!r} (domains: {self.domains})")
         if split not in self._splits[domain]:
-            raise TandemError(f"{self.path / INDEX_NAME}: domain {domain!r} has no split {split!r}")
+            raise TandemError(
+                f"{self.path / INDEX_NAME}: domain {domain!r} has no split {split!r} (written by an older"
+                " prepare_data? re-run recipes/prepare_data.py)"
+            )
         return self._splits[domain][split]
 
     def _check_bin_size(self, domain: str, split: str) -> None:

@@ -50,8 +50,8 @@ def write_fixture_corpus(root: Path) -> dict[str, dict[str, Path]]:
     by_domain = {"code": _python_sources(), "legal": _licenses(), "tech_docs": _python_docs()}
     files: dict[str, dict[str, Path]] = {}
     for domain, texts in by_domain.items():
-        cut = max(1, len(texts) // 5)
-        splits = {"train": texts[cut:], "val": texts[:cut]}
+        cut = max(2, len(texts) // 5)
+        splits = {"train": texts[cut:], "val": texts[:cut]}  # test: carved out of val by prepare_data
         files[domain] = {}
         for split, split_texts in splits.items():
             path = root / domain / f"{split}.jsonl.gz"

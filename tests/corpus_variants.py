@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_components.shards import ShardedCorpus, building_dataset_dir, make_index, write_index, write_split
+from tandem_components.shards import SPLITS, ShardedCorpus, building_dataset_dir, make_index, write_index, write_split
 
 
 def derive_corpus(
@@ -25,8 +25,9 @@ def derive_corpus(
             if (src.path / name).exists():
                 shutil.copy(src.path / name, build / name)
         splits: dict = {}
-        arrays = {d: {s: np.asarray(src.tokens(d, s)[:max_tokens]) for s in ("train", "val")} for d in domains}
-        arrays.update(extra or {})
+        arrays = {d: {s: np.asarray(src.tokens(d, s)[:max_tokens]) for s in SPLITS} for d in domains}
+        for name, by_split in (extra or {}).items():  # an extra domain without a test split tests on its val
+            arrays[name] = {"test": by_split["val"], **by_split}
         for domain, by_split in arrays.items():
             splits[domain] = {
                 split: write_split(build, domain, split, [([arr.tolist()], int(arr.size))], src.dtype)
