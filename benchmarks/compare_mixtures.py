@@ -10,14 +10,20 @@ For every learner of the harness config (``learners:``) and every seed, stage 1 
 
 then stage 2 trains the target model on every learned mixture (``mixture.learner=fixed
 mixture.weights_from=<that run's mixture.yaml> mixture.use=<use>``) and on every fixed baseline
-(``mixture.weights=<name> mixture.weights_from=null``), with the same target config, budget and seed:
+(``mixture.weights=<name> mixture.weights_from=null``; ``temperature:0.5`` and ``unimax:4`` name the
+temperature mixture p ∝ n^0.5 and UniMax with a 4-epoch cap), with the same target config, budget and seed:
 
     tune run recipes/<recipe>.py --config <stage2_config> <stage2_overrides> <mixture keys>
         seed=<s> output_dir=<out>/stage2/<method>/seed<s>
 
 Runs are subprocesses, one at a time, each logged to ``<out>/logs/``. A run whose outputs exist and were
-made by the same command (and, in stage 2, the same mixture file) is skipped, so an interrupted comparison
-resumes where it stopped; ``--force`` redoes everything. A failed run stops the harness with its stderr.
+made from the same resolved recipe config (the YAML with every override applied, hashed), the same code
+(a hash of every recipes/ and tandem_components/ source file) and, in stage 2, the same mixture file is
+skipped, so an interrupted comparison resumes where it stopped and an edited config or code is rerun;
+``--force`` redoes everything. A failed run stops the harness with its stderr.
+
+Every figure of the table is per-domain **test** perplexity (``eval_test.json``): no method reads the test
+split. Each seed sets both the model initialisation and the data sampling order of its runs.
 
 Writes to ``<out>/`` (atomically): ``results.json`` (every raw number), ``results.md`` (per-domain
 held-out perplexity per method, mean ± std over seeds; the average and its ratio to uniform's; stage-1
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import platform
 import json
 import math
 import os
@@ -64,7 +71,11 @@ DEFAULTS: dict[str, Any] = {
     "nproc_per_node": 1,
 }
 #: files every finished recipe run leaves in its output_dir (summary.json is written last)
-RUN_OUTPUTS = ("mixture.yaml", "eval.json", "summary.json")
+RUN_OUTPUTS = ("mixture.yaml", "eval_test.json", "summary.json")
+#: the folders whose source files make up "the code version" of a run
+CODE_DIRS = ("recipes", "tandem_components")
+#: a 1-minute load average above this before a run means something else was using the cores
+BUSY_LOAD = 0.5
 #: written by the harness after a run succeeds: the command that made the outputs (the resume check)
 MARKER = "compare_run.json"
 STDERR_TAIL_CHARS = 4000
@@ -133,7 +144,10 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
             raise HarnessError("learners: 'fixed' learns nothing; list fixed mixtures in fixed_baselines")
     baselines = cfg["fixed_baselines"] or []
     if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
-        raise HarnessError(f"fixed_baselines: expected a list of names (uniform, natural), got {baselines!r}")
+        raise HarnessError(f"fixed_baselines: expected a list of names (uniform, natural, temperature:τ, unimax:C), "
+                           f"got {baselines!r}")
+    for name in baselines:
+        baseline_overrides(name)
     clash = sorted(set(learners) & set(baselines))
     if clash:
         raise HarnessError(f"fixed_baselines: {clash} also named in learners")
@@ -149,6 +163,25 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
         raise HarnessError(f"use: expected 'average' or 'last', got {cfg['use']!r}")
     cfg["learners"], cfg["fixed_baselines"] = learners, list(baselines)
     return cfg
+
+
+def baseline_overrides(name: str) -> list[str]:
+    """The stage-2 mixture keys of a fixed baseline: ``uniform``, ``natural``, ``temperature:<τ>`` (p ∝ n^τ)
+    or ``unimax:<C>`` (uniform, no domain past C epochs)."""
+    kind, _, value = name.partition(":")
+    keys = {"temperature": "mixture.temperature", "unimax": "mixture.max_epochs"}
+    if kind in ("uniform", "natural") and not value:
+        return [f"mixture.weights={kind}", "mixture.weights_from=null"]
+    if kind in keys and value:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None and (number > 0 or (kind == "temperature" and number == 0)):
+            return [f"mixture.weights={kind}", f"{keys[kind]}={value}", "mixture.weights_from=null"]
+    raise HarnessError(
+        f"fixed_baselines: {name!r}: expected uniform, natural, temperature:<τ >= 0> or unimax:<C > 0>"
+    )
 
 
 def _check_overrides(items: Any, key: str) -> None:
@@ -183,7 +216,7 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
                 mixture = [f"mixture.weights_from={source}", f"mixture.use={cfg['use']}"]
             else:
                 source = None
-                mixture = [f"mixture.weights={name}", "mixture.weights_from=null"]
+                mixture = baseline_overrides(name)
             runs.append({
                 "stage": 2, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
                 "weights_from": source,
@@ -205,9 +238,31 @@ def _run_name(run: Mapping[str, Any]) -> str:
     return f"stage{run['stage']}-{run['method']}-seed{run['seed']}"
 
 
-def _fingerprint(run: Mapping[str, Any], command: Sequence[str]) -> dict[str, Any]:
-    """What made a run's outputs: its command (minus the interpreter) and, in stage 2, its mixture file."""
-    inputs = {"command": list(command[1:])}
+def resolved_config_sha256(config: str | Path, overrides: Sequence[str]) -> str:
+    """sha256 of the recipe config as the recipe sees it: the YAML with the overrides merged, resolved."""
+    cfg = OmegaConf.merge(OmegaConf.load(_repo_path(config)), OmegaConf.from_dotlist(list(overrides)))
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def code_version_sha256() -> str:
+    """sha256 over every source file of the recipes and components (path and bytes), in sorted order."""
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def machine_label() -> str:
+    """Where wall times were measured: processor, cores, OS."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def _fingerprint(run: Mapping[str, Any], command: Sequence[str], code_sha256: str) -> dict[str, Any]:
+    """What made a run's outputs: its resolved config, the code, the launcher, and in stage 2 its mixture."""
+    inputs = {"config_sha256": resolved_config_sha256(run["config"], run["overrides"]), "code_sha256": code_sha256,
+              "launcher": [c for c in command[1:] if c not in run["overrides"]]}
     if run.get("weights_from") is not None:
         inputs["weights_from_sha256"] = hashlib.sha256(Path(run["weights_from"]).read_bytes()).hexdigest()
     return inputs
@@ -252,23 +307,26 @@ def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> fl
 def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict[str, Any]]:
     """Execute (or skip) every planned run in order, one at a time; returns the runs with status/seconds."""
     runs = plan_runs(cfg, out)
+    code_sha256 = code_version_sha256()
     # the bar only on a terminal (disable=None); the one-line status per run is printed either way
     bar = tqdm(total=len(runs), desc="compare", unit="run", dynamic_ncols=True, file=sys.stdout, disable=None)
     for i, run in enumerate(runs, 1):
         command = run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"], cfg["nproc_per_node"])
-        fingerprint = _fingerprint(run, command)
+        fingerprint = _fingerprint(run, command, code_sha256)
         label = f"[{i}/{len(runs)}] {_run_name(run)}"
         bar.set_description(_run_name(run))
         if not force and is_finished(run, fingerprint):
             run["status"], run["seconds"] = "skipped", 0.0
             bar.write(f"{label}: skipped (outputs exist in {run['dir']}; --force to redo)")
         else:
+            load_before = os.getloadavg()[0]
             run["seconds"] = execute(run, command, out / "logs")
             run["status"] = "ran"
-            record = {"inputs": fingerprint, "seconds": run["seconds"], "finished_at": time.time()}
+            record = {"inputs": fingerprint, "seconds": run["seconds"], "finished_at": time.time(),
+                      "machine": machine_label(), "load_before": load_before}
             atomic_write_text(Path(run["dir"]) / MARKER, json.dumps(record, indent=2) + "\n")
-            evaluation = json.loads((Path(run["dir"]) / "eval.json").read_text(encoding="utf-8"))
-            bar.write(f"{label}: done in {run['seconds']:.1f}s, mean val ppl {evaluation['mean_perplexity']:.2f}")
+            evaluation = json.loads((Path(run["dir"]) / "eval_test.json").read_text(encoding="utf-8"))
+            bar.write(f"{label}: done in {run['seconds']:.1f}s, mean test ppl {evaluation['mean_perplexity']:.2f}")
         bar.update(1)
     bar.close()
     return runs
@@ -286,12 +344,34 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean over seeds: std / sqrt(n) (0 for one value)."""
+    return mean_std(values)[1] / math.sqrt(len(values)) if values else math.nan
+
+
 def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
-    """``"12.34 ± 0.56"`` over seeds (just the mean for one seed, "—" for none)."""
+    """``"12.34 ± 0.56"``: mean ± standard error over seeds (just the mean for one seed, "—" for none)."""
     if not values:
         return "—"
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    mean = mean_std(values)[0]
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {standard_error(values):.{digits}f}"
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds of a - b, paired by seed (same init and sampling order)."""
+    diffs = [x - y for x, y in zip(a, b)]
+    return mean_std(diffs)[0], standard_error(diffs)
+
+
+def ranking_verdict(name: str, values: Sequence[float], other: str, other_values: Sequence[float]) -> str:
+    """One sentence: is ``name`` better or worse than ``other`` beyond two standard errors of the difference?"""
+    diff, se = paired_difference(values, other_values)
+    if len(values) < 2:
+        return f"{name} vs {other}: {diff:+.2f} ppl on one seed: no ranking can be claimed."
+    beyond = abs(diff) > 2 * se
+    word = "better" if diff < 0 else "worse"
+    return (f"{name} vs {other}: {diff:+.2f} ± {se:.2f} ppl (paired by seed, ± 1 SE): {name} is {word}"
+            + (" beyond two standard errors." if beyond else ", but NOT beyond two standard errors (no ranking)."))
 
 
 def ratio_to(values: Sequence[float], reference: Sequence[float] | None) -> float | None:
@@ -308,7 +388,8 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
     raw_runs, domains = [], None
     for run in runs:
         run_dir = Path(run["dir"])
-        evaluation = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+        evaluation = json.loads((run_dir / "eval_test.json").read_text(encoding="utf-8"))
+        marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8")) if (run_dir / MARKER).is_file() else {}
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         # stage 1: the mixture it learned (as stage 2 uses it); stage 2: the fixed α it trained on
         weights, doc = read_mixture_export(run_dir / "mixture.yaml", use=cfg["use"] if run["stage"] == 1 else "last")
@@ -318,6 +399,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "status": run.get("status"), "harness_seconds": run.get("seconds"),
             "eval": evaluation, "summary": summary, "mixture": weights,
             "num_updates": (doc.get("provenance") or {}).get("num_updates"),
+            "machine": marker.get("machine"), "load_before": marker.get("load_before"),
         })
     methods = [*cfg["learners"], *cfg["fixed_baselines"]]
     per_method: dict[str, Any] = {}
@@ -335,6 +417,17 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "mixture": {d: [r["mixture"][d] for r in final] for d in domains},
         }
     uniform = per_method.get(UNIFORM, {}).get("average_perplexity")
+    fixed = {n: mean_std(m["average_perplexity"])[0] for n, m in per_method.items() if m["kind"] == "fixed"}
+    best_fixed = min(fixed, key=fixed.get) if fixed else None
+    verdicts = []
+    if best_fixed is not None:
+        if uniform and best_fixed != UNIFORM:
+            verdicts.append(ranking_verdict(best_fixed, per_method[best_fixed]["average_perplexity"], UNIFORM, uniform))
+        for name, m in per_method.items():
+            if m["kind"] == "learned":
+                verdicts.append(ranking_verdict(name, m["average_perplexity"], best_fixed,
+                                                per_method[best_fixed]["average_perplexity"]))
+    loads = [r["load_before"] for r in raw_runs if r.get("load_before") is not None]
     warnings = []
     for name, m in per_method.items():
         m["ratio_to_uniform"] = ratio_to(m["average_perplexity"], uniform)
@@ -344,7 +437,9 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
                 f"{m['stage1_num_updates']}): its 'learned' mixture is its starting one. Too few steps, or "
                 f"recipes/{cfg['recipe']}.py does not implement this learner?"
             )
-    return {"config": dict(cfg), "domains": domains, "methods": per_method, "runs": raw_runs, "warnings": warnings}
+    return {"config": dict(cfg), "domains": domains, "methods": per_method, "runs": raw_runs, "warnings": warnings,
+            "best_fixed": best_fixed, "verdicts": verdicts, "machine": machine_label(),
+            "max_load_before": max(loads) if loads else None}
 
 
 # -------------------------------------------------------------------------------------------- outputs
@@ -354,13 +449,22 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     averages = {n: mean_std(m["average_perplexity"])[0] for n, m in methods.items() if m["average_perplexity"]}
     best = min(averages, key=averages.get) if averages else None
     seeds = sorted({s for m in methods.values() for s in m["seeds"]})
+    best_fixed = results.get("best_fixed")
+    gap = ""
+    if best_fixed and UNIFORM in methods and methods[best_fixed]["average_perplexity"]:
+        ratio = methods[best_fixed]["ratio_to_uniform"]
+        gap = (f"**Gap between uniform and the best fixed mixture ({best_fixed}): "
+               f"{100 * (1 - ratio):.1f}% of test perplexity** (ratio {ratio:.3f}). ")
+    load = results.get("max_load_before")
+    shared = "unknown" if load is None else ("yes" if load > BUSY_LOAD else "no")
     lines = [
         "# Mixture comparison",
         "",
-        f"Held-out per-domain perplexity of the stage-2 model trained on each mixture (recipe "
-        f"`recipes/{cfg['recipe']}.py`, `{cfg['stage2_config']}`), mean ± std over seeds {seeds}. "
-        f"Learned mixtures come from `{cfg['stage1_config']}` (export weights: `{cfg['use']}`). "
-        f"'ratio' = mean average perplexity / uniform's (< 1 is better than uniform). Best average in bold.",
+        gap + f"Per-domain **test** perplexity (the split no method reads) of the stage-2 model trained on each "
+        f"mixture (recipe `recipes/{cfg['recipe']}.py`, `{cfg['stage2_config']}`), mean ± standard error over "
+        f"seeds {seeds}; a seed sets both the model initialisation and the sampling order. Learned mixtures come "
+        f"from `{cfg['stage1_config']}` (export weights: `{cfg['use']}`). 'ratio' = mean average perplexity / "
+        f"uniform's (< 1 is better than uniform). Best average in bold.",
         "",
         "| method | " + " | ".join(domains) + " | average | ratio | stage-1 time (s) |",
         "|---|" + "---:|" * (len(domains) + 3),
@@ -373,12 +477,17 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         wall = format_mean_std(m["stage1_wall_time_s"], digits=1) if m["kind"] == "learned" else "—"
         cells = [format_mean_std(m["perplexity"][d]) for d in domains]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {ratio} | {wall} |")
+    lines += ["", f"Stage-1 wall times measured on {results.get('machine')}; highest 1-minute load average before a "
+              f"run: {load if load is None else f'{load:.2f}'} (other work on the cores: {shared})."]
+    if results.get("verdicts"):
+        lines += ["", "## Rankings (test perplexity, beyond the seed noise?)", ""]
+        lines += [f"- {v}" for v in results["verdicts"]]
     lines += [
         "",
         "## Mixtures",
         "",
         "Weight of each domain that stage 2 trained on, mean over seeds (learned: the stage-1 export; "
-        "fixed: uniform = 1/M, natural = proportional to training tokens).",
+        "fixed: uniform = 1/M, natural = proportional to training tokens, temperature:τ ∝ n^τ, unimax:C).",
         "",
         "| method | " + " | ".join(domains) + " |",
         "|---|" + "---:|" * len(domains),

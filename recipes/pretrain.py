@@ -133,7 +133,8 @@ class PretrainRecipe:
         mix = self.cfg.mixture
         self.mixture = MixtureState(
             self.domains,
-            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens),
+            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens,
+                                            run_tokens=self.max_steps * self.batch_size * self.seq_len * self.world_size),
             lr=float(mix.get("lr", 1.0)),
             update=mix.get("update", "projected_gradient"),
             min_weight=float(mix.get("min_weight", 0.0)),
@@ -209,7 +210,9 @@ class PretrainRecipe:
         reference = self.prepare(self._build_model())
         steps = int(mix.get("reference_steps", self.max_steps))
         weights = named_or_mapping_weights(
-            mix.get("reference_weights", "uniform"), self.domains, self.natural_tokens, key="mixture.reference_weights"
+            mix.get("reference_weights", "uniform"), self.domains, self.natural_tokens, key="mixture.reference_weights",
+            temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"),
+            run_tokens=steps * self.batch_size * self.seq_len * self.world_size,
         )
         optimizer = self._make_optimizer()(reference.parameters())
         scheduler = self._make_lr_scheduler(optimizer, steps)
@@ -440,7 +443,7 @@ class PretrainRecipe:
             "weights_from": cfg.mixture.get("weights_from"),
             # what stage 2 must match for the mixture to transfer (same epochs per domain)
             "token_budget": self.token_budget, "run_tokens": self.run_tokens,
-            "tokens_drawn": self.train_loader.tokens_drawn().tolist(),
+            "tokens_drawn": getattr(self.train_loader, "tokens_drawn", torch.zeros(0)).tolist(),  # SFT: examples
         }
 
     def _summary(self) -> dict:

@@ -106,8 +106,9 @@ def _check_sft_data(raw: dict[str, Any]) -> None:
         if name not in categories:
             raise TandemError(f"eval.exact_match_categories: {name!r} is not a category ({sorted(categories)})")
     mix = raw["mixture"]
-    if isinstance(mix.get("weights"), dict):
-        named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights")
+    if isinstance(mix.get("weights"), (dict, str)):  # natural counts are examples: no run tokens for unimax
+        named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights",
+                                 temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
     if LEARNERS[mix["learner"]].uses_validation_batches:
         resolve_target_weights(mix.get("target_weights"), list(categories))
     weights = raw.get("pretrained_weights")
@@ -205,7 +206,8 @@ class SFTRecipe(PretrainRecipe):
         reference = self.prepare(self._build_model())
         steps = int(mix.get("reference_steps", self.max_steps))
         weights = named_or_mapping_weights(mix.get("reference_weights", "uniform"), self.domains,
-                                           self.natural_tokens, key="mixture.reference_weights")
+                                           self.natural_tokens, key="mixture.reference_weights",
+                                           temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
         optimizer = self._make_optimizer()(reference.parameters())
         scheduler = self._make_lr_scheduler(optimizer, steps)
         loader = iter(self._example_loader("train", weights, self.batch_size, self.seed + 3))

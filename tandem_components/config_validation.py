@@ -18,7 +18,9 @@ What is checked, in order (the first problem is reported as ``<key>: <what was e
      tokenizer's, every domain split has at least seq_len + 1 tokens;
   4. the mixture against the corpus's domains: ``weights`` / ``weights_from`` + ``use`` (via
      ``mixture_config.resolve_initial_weights``, hence ``export.weights_vector``: non-negative, summing
-     to 1, one weight per domain), ``target_weights``, ``min_weight * M <= 1`` and α_0 >= min_weight.
+     to 1, one weight per domain; ``temperature`` needs ``mixture.temperature``, ``unimax``
+     ``mixture.max_epochs`` large enough to place the run's tokens), ``target_weights``,
+     ``min_weight * M <= 1`` and α_0 >= min_weight.
 
 ``SCHEMA`` is the one list of the keys a pretraining config may hold: a feature that adds a key adds
 it there (one line: type, range, required or not).
@@ -113,7 +115,9 @@ SCHEMA: dict[str, Any] = {
     "lr_scheduler": {"warmup_steps": Key(int, minimum=0)},
     "mixture": {
         "learner": Key(str, required=True, choices=tuple(sorted(LEARNERS))),
-        "weights": Key((str, dict)),
+        "weights": Key((str, dict)),  # uniform | natural | temperature | unimax | {domain: weight}
+        "temperature": Key(NUMBER, minimum=0),  # τ of weights: temperature (p_m ∝ n_m^τ)
+        "max_epochs": Key(NUMBER, above=0),  # C of weights: unimax (at most C * n_m tokens of domain m)
         "weights_from": Key(str, nullable=True),
         "use": Key(str, choices=WHICH),
         "episode_len": Key(int, minimum=1),  # E
@@ -135,7 +139,9 @@ SCHEMA: dict[str, Any] = {
     },
     "eval": {
         "every_n_steps": Key(int, nullable=True, minimum=0),
-        "windows_per_domain": Key(int, required=True, minimum=1),
+        "windows_per_domain": Key(int, required=True, minimum=1),  # val windows (progress evaluations)
+        # test windows of the final evaluation, the reported figure; null: the whole test split
+        "test_windows_per_domain": Key(int, nullable=True, minimum=1),
         "batch_size": Key(int, required=True, minimum=1),
     },
     "metric_logger": Component(),
@@ -150,7 +156,9 @@ SCHEMA: dict[str, Any] = {
 #: recipes/data_restricted.py: SCHEMA plus the token budget (tokens of all domains together, split
 #: over domains at natural proportions)
 DATA_RESTRICTED_SCHEMA: dict[str, Any] = {
-    **SCHEMA, "data": {**SCHEMA["data"], "total_token_budget": Key(int, required=True, minimum=1)},
+    **SCHEMA, "data": {**SCHEMA["data"], "total_token_budget": Key(int, required=True, minimum=1),
+                       # stage 2: train although the mixture was learned under another budget / tokens drawn
+                       "allow_budget_mismatch": Key(bool)},
 }
 #: sections that must be present
 REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_logger")
@@ -183,7 +191,7 @@ def validate_pretrain_config(
         check_data(raw)
         return
     corpus = _check_shards(raw)
-    _check_mixture(raw, corpus)
+    _check_mixture(raw, corpus, world_size)
 
 
 def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -464,13 +472,16 @@ def _check_shards(raw: dict[str, Any]) -> ShardedCorpus:
 # 4. the mixture against the corpus's domains
 
 
-def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
-    mix = raw["mixture"]
+def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus, world_size: int = 1) -> None:
+    mix, data = raw["mixture"], raw["data"]
     domains = corpus.domains
     m = len(domains)
     natural = [corpus.num_tokens(d, "train") for d in domains]
+    if "total_token_budget" in data:  # data-restricted: the budget split at natural proportions
+        natural = [data["total_token_budget"] * n // max(sum(natural), 1) for n in natural]
+    run_tokens = raw["max_steps"] * data["batch_size"] * data["seq_len"] * world_size
     try:
-        initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural)
+        initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural, run_tokens=run_tokens)
     except TandemError as e:  # the export's own messages name its path: name the key as well
         if mix.get("weights_from") and not str(e).startswith("mixture."):
             raise TandemError(f"mixture.weights_from: {e}") from None

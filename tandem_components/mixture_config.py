@@ -3,6 +3,10 @@
 ``mixture.weights`` is the starting α of a learner, or the constant α of ``learner: fixed``:
   - ``uniform``: 1/M each;
   - ``natural``: proportional to each domain's training tokens;
+  - ``temperature``: p_m ∝ n_m^τ, τ = ``mixture.temperature`` >= 0 (0: uniform, 1: natural);
+  - ``unimax`` (UniMax): the run's N = max_steps * batch_size * seq_len * world_size tokens spread
+    uniformly over domains, none getting more than C * n_m tokens (C = ``mixture.max_epochs`` > 0),
+    the excess shared uniformly among the others; weights = allocation / N;
   - a mapping ``{domain: weight}`` covering every domain, summing to 1.
 ``mixture.weights_from`` (a stage-1 ``mixture.yaml``) takes precedence, with ``mixture.use`` choosing
 its ``last`` or ``average`` weights.
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import math
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,35 +32,122 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-def named_weights(name: str, domains: Sequence[str], natural_tokens: Sequence[int], key: str) -> torch.Tensor:
+NAMES = "'uniform', 'natural', 'temperature', 'unimax'"
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None if it is not a (non-bool) finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def temperature_weights(natural_tokens: Sequence[int], temperature: Any) -> torch.Tensor:
+    """p_m ∝ n_m^τ (τ = ``mixture.temperature`` >= 0; 0: uniform, 1: natural)."""
+    tau = _number(temperature)
+    if tau is None or tau < 0:
+        raise TandemError(
+            f"mixture.temperature: expected a number >= 0 (weights 'temperature': p_m ∝ n_m^τ), got {temperature!r}"
+        )
+    counts = torch.tensor([float(n) for n in natural_tokens], dtype=torch.float64)
+    if tau == 0:
+        return torch.full_like(counts, 1.0 / len(counts))
+    return torch.softmax(tau * counts.log(), dim=0)  # in log space: n^τ may overflow
+
+
+def unimax_weights(natural_tokens: Sequence[int], max_epochs: Any, run_tokens: int | None, key: str) -> torch.Tensor:
+    """UniMax: the run's ``run_tokens`` N spread uniformly over domains, at most C * n_m tokens each
+    (C = ``mixture.max_epochs``), the excess shared uniformly among the others; allocation / N."""
+    cap = _number(max_epochs)
+    if cap is None or cap <= 0:
+        raise TandemError(
+            f"mixture.max_epochs: expected a number > 0 (weights 'unimax': at most max_epochs * n_m tokens "
+            f"per domain), got {max_epochs!r}"
+        )
+    if run_tokens is None:
+        raise TandemError(
+            f"{key}: 'unimax' needs the run's token count (max_steps * batch_size * seq_len * world_size), "
+            "which this recipe does not provide (its natural counts are not tokens); use another mixture"
+        )
+    counts = [float(n) for n in natural_tokens]
+    total = float(run_tokens)
+    if total <= 0:
+        raise TandemError(f"{key}: 'unimax' needs a positive run token count, got {run_tokens!r}")
+    most = cap * sum(counts)
+    if most < total:
+        raise TandemError(
+            f"mixture.max_epochs: {max_epochs!r} epochs of the {sum(counts):,.0f} training tokens place at most "
+            f"{most:,.0f} tokens, fewer than the run's N = {run_tokens:,} (max_steps * batch_size * seq_len * "
+            f"world_size); use mixture.max_epochs >= {total / sum(counts):.6g} or a shorter run"
+        )
+    alloc = [0.0] * len(counts)
+    remaining = total
+    order = sorted(range(len(counts)), key=lambda i: counts[i])
+    for done, i in enumerate(order):
+        alloc[i] = min(cap * counts[i], remaining / (len(counts) - done))
+        remaining -= alloc[i]
+    return torch.tensor(alloc, dtype=torch.float64) / total
+
+
+def named_weights(
+    name: str,
+    domains: Sequence[str],
+    natural_tokens: Sequence[int],
+    key: str,
+    *,
+    temperature: Any = None,
+    max_epochs: Any = None,
+    run_tokens: int | None = None,
+) -> torch.Tensor:
+    """A named mixture as an (M,) float64 vector; ``temperature`` / ``max_epochs`` are the values of
+    ``mixture.temperature`` / ``mixture.max_epochs``, ``run_tokens`` the run's N (``unimax``)."""
     m = len(domains)
     if name == "uniform":
         return torch.full((m,), 1.0 / m, dtype=torch.float64)
     if name == "natural":
         counts = torch.tensor([float(n) for n in natural_tokens], dtype=torch.float64)
         return counts / counts.sum()
-    raise TandemError(f"{key}: expected 'uniform', 'natural' or a {{domain: weight}} mapping, got {name!r}")
+    if name == "temperature":
+        return temperature_weights(natural_tokens, temperature)
+    if name == "unimax":
+        return unimax_weights(natural_tokens, max_epochs, run_tokens, key)
+    raise TandemError(f"{key}: expected {NAMES} or a {{domain: weight}} mapping, got {name!r}")
 
 
 def named_or_mapping_weights(
-    spec: Any, domains: Sequence[str], natural_tokens: Sequence[int], key: str
+    spec: Any,
+    domains: Sequence[str],
+    natural_tokens: Sequence[int],
+    key: str,
+    *,
+    temperature: Any = None,
+    max_epochs: Any = None,
+    run_tokens: int | None = None,
 ) -> torch.Tensor:
-    """``uniform`` | ``natural`` | ``{domain: weight}`` -> (M,) float64 in domain order."""
+    """``uniform`` | ``natural`` | ``temperature`` | ``unimax`` | ``{domain: weight}`` -> (M,) float64
+    in domain order."""
     spec = _plain(spec)
     if isinstance(spec, str):
-        return named_weights(spec, domains, natural_tokens, key=key)
+        return named_weights(spec, domains, natural_tokens, key=key, temperature=temperature,
+                             max_epochs=max_epochs, run_tokens=run_tokens)
     if isinstance(spec, Mapping):
         return weights_vector(spec, domains, source=key)
-    raise TandemError(f"{key}: expected 'uniform', 'natural' or a mapping, got {type(spec).__name__}")
+    raise TandemError(f"{key}: expected {NAMES} or a mapping, got {type(spec).__name__}")
 
 
-def resolve_initial_weights(mix: DictConfig, domains: Sequence[str], natural_tokens: Sequence[int]) -> torch.Tensor:
-    """α_0 (or the fixed α) as an (M,) float64 vector in domain order."""
+def resolve_initial_weights(
+    mix: DictConfig, domains: Sequence[str], natural_tokens: Sequence[int], run_tokens: int | None = None
+) -> torch.Tensor:
+    """α_0 (or the fixed α) as an (M,) float64 vector in domain order; ``run_tokens``: the run's N
+    (max_steps * batch_size * seq_len * world_size), needed by ``unimax``."""
     source = mix.get("weights_from")
     if source:
         weights, _ = read_mixture_export(source, use=mix.get("use", "average"))
         return weights_vector(weights, domains, source=str(source))
-    return named_or_mapping_weights(mix.get("weights", "uniform"), domains, natural_tokens, key="mixture.weights")
+    return named_or_mapping_weights(
+        mix.get("weights", "uniform"), domains, natural_tokens, key="mixture.weights",
+        temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"), run_tokens=run_tokens,
+    )
 
 
 def resolve_target_weights(spec: Any, domains: Sequence[str]) -> torch.Tensor:

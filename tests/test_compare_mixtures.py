@@ -34,8 +34,8 @@ cm = _load_harness()
 def test_mean_std_and_ratio_on_hand_made_numbers():
     assert cm.mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))  # sample std (n - 1)
     assert cm.mean_std([5.0]) == (5.0, 0.0)
-    assert cm.format_mean_std([10.0, 12.0, 14.0]) == "12.00 ± 2.00"
-    assert cm.format_mean_std([1.25, 1.75], digits=1) == "1.5 ± 0.4"
+    assert cm.format_mean_std([10.0, 12.0, 14.0]) == "12.00 ± 1.15"  # ± standard error: 2 / sqrt(3)
+    assert cm.format_mean_std([1.0, 2.0], digits=1) == "1.5 ± 0.5"
     assert cm.format_mean_std([7.0]) == "7.00"  # one seed: no ± 0
     assert cm.format_mean_std([]) == "—"
     assert cm.ratio_to([27.0, 29.0], [30.0, 34.0]) == pytest.approx(28.0 / 32.0)
@@ -67,9 +67,10 @@ def test_results_table_rows_columns_ratio_and_mixtures():
     lines = md.splitlines()
     header = "| method | a | b | average | ratio | stage-1 time (s) |"
     assert header in lines
-    # ratio = 25.5 / 29 = 0.879; the best average is bold; fixed baselines have no stage-1 time
-    assert "| tandem | 21.00 ± 1.41 | 30.00 ± 0.00 | **25.50 ± 0.71** | 0.879 | 61.0 ± 1.4 |" in lines
-    assert "| uniform | 25.00 ± 1.41 | 33.00 ± 1.41 | 29.00 ± 1.41 | 1.000 | — |" in lines
+    # ± standard error (std / sqrt 2); ratio = 25.5 / 29 = 0.879; the best average is bold; fixed
+    # baselines have no stage-1 time
+    assert "| tandem | 21.00 ± 1.00 | 30.00 ± 0.00 | **25.50 ± 0.50** | 0.879 | 61.0 ± 1.0 |" in lines
+    assert "| uniform | 25.00 ± 1.00 | 33.00 ± 1.00 | 29.00 ± 1.00 | 1.000 | — |" in lines
     mixtures = lines[lines.index("## Mixtures"):]
     assert "| tandem | 0.600 | 0.400 |" in mixtures and "| uniform | 0.500 | 0.500 |" in mixtures
     assert "## Warnings" not in md
@@ -145,15 +146,15 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
               "mixture.probe_seqs_per_domain=2", "mixture.val_batch_size=4"]
     stage2 = [*common, "max_steps=3"]
     config = _harness_yaml(
-        tmp_path, learners={"tandem": []}, fixed_baselines=["uniform"], stage1_overrides=stage1,
+        tmp_path, learners={"tandem": []}, fixed_baselines=["uniform", "temperature:0.5"], stage1_overrides=stage1,
         stage2_overrides=stage2, use="average",
     )
     out = tmp_path / "compare"
     assert cm.main(["--config", config, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count(": done in ") == 6 and "results.md" in printed
+    assert printed.count(": done in ") == 8 and "results.md" in printed
 
-    methods, seeds = ["tandem", "uniform"], [0, 1]
+    methods, seeds = ["tandem", "uniform", "temperature:0.5"], [0, 1]
     md = (out / "results.md").read_text()
     for name in methods:
         row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
@@ -163,13 +164,16 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
         assert re.fullmatch(r"\d+\.\d{3}", cells[9])  # ratio to uniform
         assert (" ± " in cells[10]) if name == "tandem" else cells[10] == "—"  # stage-1 wall time
     assert "## Warnings" not in md  # tandem made mixture updates (2 per run)
+    assert "**test** perplexity" in md and "Gap between uniform and the best fixed mixture" in md
+    assert "## Rankings" in md and "tandem vs " in md and "two standard errors" in md
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == methods
     for name in methods:
         m = results["methods"][name]
         for i, seed in enumerate(seeds):
-            evaluation = json.loads((out / "stage2" / name / f"seed{seed}" / "eval.json").read_text())
+            evaluation = json.loads((out / "stage2" / name / f"seed{seed}" / "eval_test.json").read_text())
+            assert evaluation["split"] == "test"
             assert m["average_perplexity"][i] == evaluation["mean_perplexity"]
             for d, numbers in evaluation["domains"].items():
                 assert m["perplexity"][d][i] == numbers["perplexity"]
@@ -183,26 +187,30 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
 
     # resume: the real CLI, nothing re-run, same numbers
     markers = {p: p.stat().st_mtime_ns for p in out.glob("stage*/*/seed*/compare_run.json")}
-    assert len(markers) == 6
+    assert len(markers) == 8
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--config", config, "--out", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("skipped (outputs exist") == 6 and "0 run(s) executed, 6 skipped" in proc.stdout
+    assert proc.stdout.count("skipped (outputs exist") == 8 and "0 run(s) executed, 8 skipped" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in markers} == markers
     again = json.loads((out / "results.json").read_text())
     assert again["methods"]["tandem"]["perplexity"] == results["methods"]["tandem"]["perplexity"]
 
 
 def test_a_run_is_finished_only_with_its_outputs_and_the_same_inputs(tmp_path):
-    """Resume check: outputs + a marker recording the same command and (stage 2) the same mixture file."""
+    """Resume check: outputs + a marker recording the same resolved config, code and (stage 2) mixture file."""
     stage1 = tmp_path / "s1" / "mixture.yaml"
     stage1.parent.mkdir()
     stage1.write_text("a: 1\n")
-    run = {"stage": 2, "method": "tandem", "seed": 0, "dir": tmp_path / "s2", "weights_from": stage1}
-    command = ["python", "-m", "torchtune._cli.tune", "run", "recipes/pretrain.py", "seed=0"]
-    fingerprint = cm._fingerprint(run, command)
+    config = tmp_path / "stage2.yaml"
+    config.write_text("max_steps: 10\nmodel:\n  embed_dim: 64\n")
+    run = {"stage": 2, "method": "tandem", "seed": 0, "dir": tmp_path / "s2", "weights_from": stage1,
+           "config": str(config), "overrides": ["seed=0"]}
+    command = ["python", "-m", "torchtune._cli.tune", "run", "recipes/pretrain.py", "--config", str(config), "seed=0"]
+    code = cm.code_version_sha256()
+    fingerprint = cm._fingerprint(run, command, code)
     assert not cm.is_finished(run, fingerprint)  # nothing there yet
     run["dir"].mkdir()
     for name in cm.RUN_OUTPUTS:
@@ -210,7 +218,25 @@ def test_a_run_is_finished_only_with_its_outputs_and_the_same_inputs(tmp_path):
     assert not cm.is_finished(run, fingerprint)  # outputs without a marker: an interrupted run
     (run["dir"] / cm.MARKER).write_text(json.dumps({"inputs": fingerprint}))
     assert cm.is_finished(run, fingerprint)
-    assert cm.is_finished(run, cm._fingerprint(run, ["/other/python", *command[1:]]))  # interpreter aside
-    assert not cm.is_finished(run, cm._fingerprint(run, [*command, "max_steps=9"]))  # another command
+    assert cm.is_finished(run, cm._fingerprint(run, ["/other/python", *command[1:]], code))  # interpreter aside
+    assert not cm.is_finished(run, cm._fingerprint({**run, "overrides": ["seed=0", "max_steps=9"]}, command, code))
+    assert not cm.is_finished(run, cm._fingerprint(run, command, "another code version"))
+    config.write_text("max_steps: 10\nmodel:\n  embed_dim: 96\n")  # the stage config was edited
+    assert not cm.is_finished(run, cm._fingerprint(run, command, code))
+    config.write_text("max_steps: 10\nmodel:\n  embed_dim: 64\n")
+    assert cm.is_finished(run, cm._fingerprint(run, command, code))
     stage1.write_text("a: 2\n")  # stage 1 was redone: its stage 2 must be redone too
-    assert not cm.is_finished(run, cm._fingerprint(run, command))
+    assert not cm.is_finished(run, cm._fingerprint(run, command, code))
+
+
+def test_baseline_names_and_ranking_verdicts():
+    assert cm.baseline_overrides("temperature:0.5") == [
+        "mixture.weights=temperature", "mixture.temperature=0.5", "mixture.weights_from=null"]
+    assert cm.baseline_overrides("unimax:4")[1] == "mixture.max_epochs=4"
+    for bad in ("temperature:-1", "unimax:0", "unimax", "uniform:2", "zipf:1"):
+        with pytest.raises(cm.HarnessError, match="fixed_baselines"):
+            cm.baseline_overrides(bad)
+    assert cm.standard_error([1.0, 3.0]) == pytest.approx(1.0)
+    assert "beyond two standard errors." in cm.ranking_verdict("a", [10.0, 10.1, 9.9], "b", [12.0, 12.2, 11.9])
+    assert "NOT beyond" in cm.ranking_verdict("a", [10.0, 12.0, 9.0], "b", [11.0, 10.5, 10.0])
+    assert "one seed" in cm.ranking_verdict("a", [10.0], "b", [11.0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tandem_components.errors import TandemError
 from tandem_components.shards import ShardedCorpus
@@ -66,3 +67,33 @@ def test_budget_too_large_is_a_one_line_error(embedded_shards, tmp_path, monkeyp
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tandem: error")]
     assert status == 2 and len(err) == 1 and "data.total_token_budget" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_stage2_refuses_a_mixture_learned_under_another_budget_or_run_length(embedded_shards, tmp_path, monkeypatch,
+                                                                            capsys):
+    """The export records the budget and the tokens drawn; stage 2 at another repetition rate is refused
+    in one line, before any work (``data.allow_budget_mismatch=true`` overrides)."""
+    common = [*TINY, f"data.shards={embedded_shards}", "data.total_token_budget=60000"]
+    stage1 = tmp_path / "stage1"
+    assert run_in_process("data_restricted", STAGE1, *common, f"output_dir={stage1}", "max_steps=4",
+                          "mixture.episode_len=2", "mixture.probe_steps=1", "mixture.probe_seqs_per_domain=2",
+                          "mixture.val_batch_size=4", monkeypatch=monkeypatch) == 0
+    provenance = yaml.safe_load((stage1 / "mixture.yaml").read_text())["provenance"]
+    corpus = ShardedCorpus.open(embedded_shards)
+    sizes = [corpus.num_tokens(d, "train") for d in corpus.domains]
+    assert provenance["token_budget"] == [60000 * n // sum(sizes) for n in sizes]
+    assert provenance["run_tokens"] == 4 * 8 * 64 == sum(provenance["tokens_drawn"])
+    capsys.readouterr()
+    stage2 = [*common, f"mixture.weights_from={stage1 / 'mixture.yaml'}"]
+    for bad, key in ((["max_steps=5"], "run_tokens 2048, this run has 2560"),
+                     (["max_steps=4", "data.total_token_budget=50000"], "token_budget")):
+        out = tmp_path / f"refused-{key[:5]}"
+        assert run_in_process("data_restricted", STAGE2, *stage2, *bad, f"output_dir={out}",
+                              monkeypatch=monkeypatch) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "mixture.weights_from" in err[0] and key in err[0], err
+        assert not out.exists()
+    out = tmp_path / "allowed"
+    assert run_in_process("data_restricted", STAGE2, *stage2, "max_steps=5", "data.allow_budget_mismatch=true",
+                          f"output_dir={out}", monkeypatch=monkeypatch) == 0
+    assert json.loads((out / "eval_test.json").read_text())["split"] == "test"

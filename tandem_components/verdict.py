@@ -1,0 +1,102 @@
+"""The verdict of the main job: did the learned mixture train a better model than the baseline?
+
+    python -m tandem_components.verdict <learned run dir> <baseline run dir> [--out DIR]
+
+Both run dirs are stage-2 outputs (``eval_test.json``, written by the pretraining recipes). Prints the
+per-domain **test** perplexity of both models side by side with their ratio, and the verdict on the mean,
+and writes ``verdict.{md,png}`` (a bar chart of the two) in ``--out``. One seed: the verdict says so,
+since seed noise alone can move a mixture's perplexity by several percent (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tandem_components.atomic import atomic_path, atomic_write_text
+from tandem_components.errors import TandemError
+
+
+def read_test_eval(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "eval_test.json"
+    if not path.is_file():
+        raise TandemError(f"{path}: not found (expected a finished stage-2 run of recipes/pretrain.py)")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("split") != "test":
+        raise TandemError(f"{path}: not a test-split evaluation (split {doc.get('split')!r})")
+    return doc
+
+
+def verdict_table(learned: dict, baseline: dict, names: Sequence[str]) -> tuple[str, float]:
+    """Markdown table of per-domain test perplexity (learned, baseline, ratio) and the ratio of the means."""
+    domains = list(learned["domains"])
+    if domains != list(baseline["domains"]):
+        raise TandemError(f"the two runs have different domains: {domains} vs {list(baseline['domains'])}")
+    lines = [f"| domain | {names[0]} | {names[1]} | ratio |", "|---|---:|---:|---:|"]
+    for d in domains:
+        a, b = learned["domains"][d]["perplexity"], baseline["domains"][d]["perplexity"]
+        lines.append(f"| {d} | {a:.2f} | {b:.2f} | {a / b:.3f} |")
+    ratio = learned["mean_perplexity"] / baseline["mean_perplexity"]
+    lines.append(f"| **mean** | **{learned['mean_perplexity']:.2f}** | **{baseline['mean_perplexity']:.2f}** | "
+                 f"**{ratio:.3f}** |")
+    return "\n".join(lines), ratio
+
+
+def plot_verdict(learned: dict, baseline: dict, names: Sequence[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = [*learned["domains"], "mean"]
+    values = [[doc["domains"][d]["perplexity"] for d in learned["domains"]] + [doc["mean_perplexity"]]
+              for doc in (learned, baseline)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(domains) + 2), 4.5), dpi=110)
+    for j, (name, ys) in enumerate(zip(names, values)):
+        ax.bar([i - 0.2 + 0.4 * j for i in range(len(domains))], ys, 0.4, label=name)
+    ax.set_xticks(range(len(domains)))
+    ax.set_xticklabels(domains, rotation=20)
+    ax.set_ylabel("test perplexity (lower is better)")
+    ax.set_title("Target model per domain: learned mixture vs baseline (test split)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("learned", help="stage-2 run dir trained on the learned mixture")
+    parser.add_argument("baseline", help="stage-2 run dir trained on the baseline mixture")
+    parser.add_argument("--names", nargs=2, default=["learned", "baseline"], help="column names")
+    parser.add_argument("--out", default=None, help="where verdict.md / verdict.png go (default: learned dir)")
+    args = parser.parse_args(argv)
+    try:
+        learned, baseline = read_test_eval(args.learned), read_test_eval(args.baseline)
+        table, ratio = verdict_table(learned, baseline, args.names)
+    except TandemError as e:
+        print(f"verdict: error: {e}", file=sys.stderr)
+        return 2
+    change = 100 * (1 - ratio)
+    word = "HELPED" if ratio < 1 else "DID NOT HELP"
+    verdict = (f"The {args.names[0]} mixture {word}: mean test perplexity {learned['mean_perplexity']:.2f} vs "
+               f"{baseline['mean_perplexity']:.2f} for {args.names[1]} ({abs(change):.1f}% "
+               f"{'lower' if ratio < 1 else 'higher'}; ratio {ratio:.3f}). One seed: a difference of a few percent "
+               "is within seed noise; benchmarks/compare_mixtures.py runs several.")
+    out = Path(args.out or args.learned)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "verdict.md", f"# Verdict\n\n{table}\n\n{verdict}\n")
+    plot = plot_verdict(learned, baseline, args.names, out / "verdict.png")
+    print(f"\nPer-domain TEST perplexity of the target model\n\n{table}\n\n{verdict}\n\n"
+          f"  table  {out / 'verdict.md'}\n  chart  {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The main job's verdict: per-domain test perplexity side by side, the ratio, a chart, one-line errors."""
+
+import json
+
+from tandem_components import verdict
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(tmp_path, name, ppl, split="test"):
+    run = tmp_path / name
+    run.mkdir()
+    domains = {d: {"loss": 0.0, "perplexity": p, "tokens": 10} for d, p in ppl.items()}
+    doc = {"step": 1, "split": split, "mean_loss": 0.0, "mean_perplexity": sum(ppl.values()) / len(ppl), "domains": domains}
+    (run / "eval_test.json").write_text(json.dumps(doc))
+    return run
+
+
+def test_verdict_prints_the_ratio_and_writes_table_and_chart(tmp_path, capsys):
+    learned = _run(tmp_path, "learned", {"a": 10.0, "b": 30.0})
+    baseline = _run(tmp_path, "baseline", {"a": 12.0, "b": 28.0})
+    assert verdict.main([str(learned), str(baseline), "--out", str(tmp_path / "v")]) == 0
+    printed = capsys.readouterr().out
+    assert "| a | 10.00 | 12.00 | 0.833 |" in printed and "| **mean** | **20.00** | **20.00** | **1.000** |" in printed
+    assert "DID NOT HELP" in printed  # equal means: no gain
+    assert (tmp_path / "v" / "verdict.png").read_bytes()[:8] == PNG_MAGIC
+    better = _run(tmp_path, "better", {"a": 9.0, "b": 27.0})
+    assert verdict.main([str(better), str(baseline), "--out", str(tmp_path / "w")]) == 0
+    assert "HELPED: mean test perplexity 18.00 vs 20.00" in capsys.readouterr().out
+
+
+def test_verdict_refuses_a_missing_or_non_test_evaluation(tmp_path, capsys):
+    val = _run(tmp_path, "val", {"a": 1.0}, split="val")
+    assert verdict.main([str(val), str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("verdict: error:") and "eval_test.json" in err and len(err.splitlines()) == 1
