@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tandem-installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run prepare test bench clean
+.PHONY: setup run prepare compare test bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ run: prepare
 	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage2.yaml
 	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage2.yaml $(BASELINE) output_dir=outputs/tiny_baseline
 	$(PY) -m tandem_components.verdict outputs/tiny_stage2 outputs/tiny_baseline --names "tandem" "temperature 0.5" --out outputs/verdict
+
+# The mixture comparison (benchmarks/RESULTS.md): every baseline and learner x 3 seeds on a 2048-token BPE of
+# the embedded corpus, per-domain test perplexity (~90 min on 2 cores; finished runs are skipped on a rerun).
+COMPARE_SHARDS := data/shards/embedded_bpe2k
+compare: $(STAMP)
+	test -f $(COMPARE_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config configs/data/embedded.yaml tokenizer.train.vocab_size=2048 output_dir=$(COMPARE_SHARDS)
+	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -5,7 +5,7 @@
 
 For every learner of the harness config (``learners:``) and every seed, stage 1 learns a mixture:
 
-    tune run recipes/<recipe>.py --config <stage1_config> <stage1_overrides> <learner's overrides>
+    tune run recipes/<recipe>.py --config <stage1_config> <common_overrides> <stage1_overrides> <learner's overrides>
         mixture.learner=<name> seed=<s> output_dir=<out>/stage1/<name>/seed<s>
 
 then stage 2 trains the target model on every learned mixture (``mixture.learner=fixed
@@ -13,7 +13,7 @@ mixture.weights_from=<that run's mixture.yaml> mixture.use=<use>``) and on every
 (``mixture.weights=<name> mixture.weights_from=null``; ``temperature:0.5`` and ``unimax:4`` name the
 temperature mixture p ∝ n^0.5 and UniMax with a 4-epoch cap), with the same target config, budget and seed:
 
-    tune run recipes/<recipe>.py --config <stage2_config> <stage2_overrides> <mixture keys>
+    tune run recipes/<recipe>.py --config <stage2_config> <common_overrides> <stage2_overrides> <mixture keys>
         seed=<s> output_dir=<out>/stage2/<method>/seed<s>
 
 Runs are subprocesses, one at a time, each logged to ``<out>/logs/``. A run whose outputs exist and were
@@ -29,7 +29,8 @@ Writes to ``<out>/`` (atomically): ``results.json`` (every raw number), ``result
 held-out perplexity per method, mean ± std over seeds; the average and its ratio to uniform's; stage-1
 wall time; the learned mixtures) and ``mixtures.png`` (the mixtures side by side per domain, as the
 paper's Figure 5). Harness overrides use OmegaConf's dotlist syntax (``seeds=[0]``,
-``stage1_overrides=[max_steps=50]``) and ``~key`` deletes a key (``~learners.doge``).
+``stage1_overrides=[max_steps=50]``) and ``~key`` deletes a key (``~learners.doge``). Another corpus is
+one override: ``'common_overrides=[data.shards=<prepared dir>,model.vocab_size=<its vocab>]'``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "seeds": [0],
     "learners": None,
     "fixed_baselines": ["uniform", "natural"],
+    "common_overrides": [],
     "stage1_overrides": [],
     "stage2_overrides": [],
     "use": "average",
@@ -153,7 +155,7 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
         raise HarnessError(f"fixed_baselines: {clash} also named in learners")
     if not learners and not baselines:
         raise HarnessError(f"{source}: nothing to compare (no learners, no fixed_baselines)")
-    for key in ("stage1_overrides", "stage2_overrides"):
+    for key in ("common_overrides", "stage1_overrides", "stage2_overrides"):
         cfg[key] = list(cfg[key] or [])
         _check_overrides(cfg[key], key)
     nproc = cfg["nproc_per_node"]
@@ -205,7 +207,7 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             run_dir = out / "stage1" / name / f"seed{seed}"
             runs.append({
                 "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage1_config"],
-                "overrides": [*cfg["stage1_overrides"], *extra, f"mixture.learner={name}", f"seed={seed}",
+                "overrides": [*cfg["common_overrides"], *cfg["stage1_overrides"], *extra, f"mixture.learner={name}", f"seed={seed}",
                               f"output_dir={run_dir}"],
             })
     for name in [*cfg["learners"], *cfg["fixed_baselines"]]:
@@ -220,7 +222,7 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             runs.append({
                 "stage": 2, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
                 "weights_from": source,
-                "overrides": [*cfg["stage2_overrides"], "mixture.learner=fixed", *mixture, f"seed={seed}",
+                "overrides": [*cfg["common_overrides"], *cfg["stage2_overrides"], "mixture.learner=fixed", *mixture, f"seed={seed}",
                               f"output_dir={run_dir}"],
             })
     return runs

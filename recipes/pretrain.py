@@ -366,14 +366,14 @@ class PretrainRecipe:
 
     def train(self) -> None:
         main = is_main_process()
+        learning = self.estimator.updates_mixture
         self.trajectory_path = self.output_dir / "mixture_trajectory.jsonl"
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self.start_step == 0:
+            if learning and self.start_step == 0:
                 self.trajectory_path.write_text("")
-            else:  # drop rows written after the checkpoint by the run that crashed
+            elif learning:  # drop rows written after the checkpoint by the run that crashed
                 truncate_trajectory(self.trajectory_path, self.mixture.num_updates)
-        learning = self.estimator.updates_mixture
         eval_every = int(self.cfg.eval.get("every_n_steps", 0) or 0)
         train_iter = iter(self.train_loader)
         self.val_iter = iter(self.val_loader) if self.val_loader is not None else None
@@ -443,8 +443,12 @@ class PretrainRecipe:
             "weights_from": cfg.mixture.get("weights_from"),
             # what stage 2 must match for the mixture to transfer (same epochs per domain)
             "token_budget": self.token_budget, "run_tokens": self.run_tokens,
-            "tokens_drawn": getattr(self.train_loader, "tokens_drawn", torch.zeros(0)).tolist(),  # SFT: examples
+            **self._drawn(),
         }
+
+    def _drawn(self) -> dict:
+        """What the run drew per domain, for stage 2's same-repetition-rate check (SFT draws examples)."""
+        return {"tokens_drawn": self.train_loader.tokens_drawn.tolist()}
 
     def _summary(self) -> dict:
         return {
@@ -461,8 +465,9 @@ class PretrainRecipe:
             out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average().tolist(),
             method=self.learner, provenance=self._provenance(),
         )
-        plot = None
-        if self.estimator.updates_mixture:  # a fixed mixture's trajectory is a constant: no plot
+        plot = trajectory = None
+        if self.estimator.updates_mixture:  # a fixed mixture's trajectory is a constant: no file, no plot
+            trajectory = self.trajectory_path
             rows = [json.loads(line) for line in self.trajectory_path.read_text(encoding="utf-8").splitlines() if line]
             plot = plot_mixture_trajectory(
                 [0] + [row["step"] for row in rows], [a.tolist() for a in self.mixture.history], self.domains,
@@ -479,7 +484,7 @@ class PretrainRecipe:
         for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average().tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
         print(
-            f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {self.trajectory_path}\n"
+            f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {trajectory or 'none (fixed mixture)'}\n"
             f"  plot            {plot or 'none (fixed mixture)'}\n  eval (val)      {json_path}, {csv_path}\n"
             f"  eval (test)     {test_json}, {test_csv}\n"
             f"  model           {out / 'model' / 'model.safetensors'} (HF format: {out / 'model' / 'hf'})\n  wall time       {self.wall_time_s:.1f}s"

@@ -286,6 +286,9 @@ class SFTRecipe(PretrainRecipe):
     def _summary(self) -> dict:
         return {**super()._summary(), "sft": self._sft_rows()}
 
+    def _drawn(self) -> dict:
+        return {"examples_drawn": self.train_loader.examples_drawn.tolist()}
+
     def _write_outputs(self) -> None:
         super()._write_outputs()
         out, rows = self.output_dir, self._sft_rows()

@@ -89,31 +89,6 @@ def unimax_weights(natural_tokens: Sequence[int], max_epochs: Any, run_tokens: i
     return torch.tensor(alloc, dtype=torch.float64) / total
 
 
-def named_weights(
-    name: str,
-    domains: Sequence[str],
-    natural_tokens: Sequence[int],
-    key: str,
-    *,
-    temperature: Any = None,
-    max_epochs: Any = None,
-    run_tokens: int | None = None,
-) -> torch.Tensor:
-    """A named mixture as an (M,) float64 vector; ``temperature`` / ``max_epochs`` are the values of
-    ``mixture.temperature`` / ``mixture.max_epochs``, ``run_tokens`` the run's N (``unimax``)."""
-    m = len(domains)
-    if name == "uniform":
-        return torch.full((m,), 1.0 / m, dtype=torch.float64)
-    if name == "natural":
-        counts = torch.tensor([float(n) for n in natural_tokens], dtype=torch.float64)
-        return counts / counts.sum()
-    if name == "temperature":
-        return temperature_weights(natural_tokens, temperature)
-    if name == "unimax":
-        return unimax_weights(natural_tokens, max_epochs, run_tokens, key)
-    raise TandemError(f"{key}: expected {NAMES} or a {{domain: weight}} mapping, got {name!r}")
-
-
 def named_or_mapping_weights(
     spec: Any,
     domains: Sequence[str],
@@ -125,14 +100,21 @@ def named_or_mapping_weights(
     run_tokens: int | None = None,
 ) -> torch.Tensor:
     """``uniform`` | ``natural`` | ``temperature`` | ``unimax`` | ``{domain: weight}`` -> (M,) float64
-    in domain order."""
+    in domain order. ``temperature`` / ``max_epochs`` are the values of ``mixture.temperature`` /
+    ``mixture.max_epochs``, ``run_tokens`` the run's N (``unimax``)."""
     spec = _plain(spec)
-    if isinstance(spec, str):
-        return named_weights(spec, domains, natural_tokens, key=key, temperature=temperature,
-                             max_epochs=max_epochs, run_tokens=run_tokens)
     if isinstance(spec, Mapping):
         return weights_vector(spec, domains, source=key)
-    raise TandemError(f"{key}: expected {NAMES} or a mapping, got {type(spec).__name__}")
+    if spec == "uniform":
+        return torch.full((len(domains),), 1.0 / len(domains), dtype=torch.float64)
+    if spec == "natural":
+        counts = torch.tensor([float(n) for n in natural_tokens], dtype=torch.float64)
+        return counts / counts.sum()
+    if spec == "temperature":
+        return temperature_weights(natural_tokens, temperature)
+    if spec == "unimax":
+        return unimax_weights(natural_tokens, max_epochs, run_tokens, key)
+    raise TandemError(f"{key}: expected {NAMES} or a {{domain: weight}} mapping, got {spec!r}")
 
 
 def resolve_initial_weights(

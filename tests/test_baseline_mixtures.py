@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from tandem_components.config_validation import DATA_RESTRICTED_SCHEMA, validate_pretrain_config
 from tandem_components.errors import TandemError
-from tandem_components.mixture_config import named_or_mapping_weights, named_weights, resolve_initial_weights
+from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights
 from tandem_components.shards import ShardedCorpus
 from tests.conftest import REPO_ROOT
 
@@ -36,26 +36,26 @@ def _refused(culprit: str, fn, *args, **kwargs) -> str:
 
 def test_temperature_half():
     # sqrt([100, 400, 1600]) = [10, 20, 40]
-    w = named_weights("temperature", D3, [100, 400, 1600], key="mixture.weights", temperature=0.5)
+    w = named_or_mapping_weights("temperature", D3, [100, 400, 1600], key="mixture.weights", temperature=0.5)
     _close(w, [10 / 70, 20 / 70, 40 / 70])
 
 
 def test_temperature_zero_is_uniform_and_one_is_natural():
     n = [100, 400, 1600]
-    _close(named_weights("temperature", D3, n, key="mixture.weights", temperature=0), [1 / 3] * 3)
-    _close(named_weights("temperature", D3, n, key="mixture.weights", temperature=1), [1 / 21, 4 / 21, 16 / 21])
-    _close(named_weights("temperature", D3, n, key="mixture.weights", temperature=1.0),
-           named_weights("natural", D3, n, key="mixture.weights").tolist())
+    _close(named_or_mapping_weights("temperature", D3, n, key="mixture.weights", temperature=0), [1 / 3] * 3)
+    _close(named_or_mapping_weights("temperature", D3, n, key="mixture.weights", temperature=1), [1 / 21, 4 / 21, 16 / 21])
+    _close(named_or_mapping_weights("temperature", D3, n, key="mixture.weights", temperature=1.0),
+           named_or_mapping_weights("natural", D3, n, key="mixture.weights").tolist())
 
 
 def test_temperature_large_does_not_overflow():
-    w = named_weights("temperature", D3, [10**9, 2 * 10**9, 3 * 10**9], key="mixture.weights", temperature=60)
+    w = named_or_mapping_weights("temperature", D3, [10**9, 2 * 10**9, 3 * 10**9], key="mixture.weights", temperature=60)
     assert torch.isfinite(w).all() and abs(float(w.sum()) - 1) < 1e-12 and w[2] > 0.99
 
 
 @pytest.mark.parametrize("tau", [-0.5, None, "half", True, float("nan"), float("inf")])
 def test_bad_temperature(tau):
-    message = _refused("mixture.temperature", named_weights, "temperature", D3, [1, 2, 3], key="mixture.weights",
+    message = _refused("mixture.temperature", named_or_mapping_weights, "temperature", D3, [1, 2, 3], key="mixture.weights",
                        temperature=tau)
     assert ">= 0" in message
 
@@ -65,48 +65,48 @@ def test_bad_temperature(tau):
 
 def test_unimax_cap_binds_on_the_small_domain():
     # share 1000 each; a is capped at 2 * 100 = 200, its 800 spread over b and c: 1400 each (caps 2000, 20000)
-    w = named_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=2, run_tokens=3000)
+    w = named_or_mapping_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=2, run_tokens=3000)
     _close(w, [200 / 3000, 1400 / 3000, 1400 / 3000])
 
 
 def test_unimax_caps_cascade():
     # share 1500 each: a capped at 100, then (4500 - 100) / 2 = 2200 > b's cap 1000, so c gets 3400
-    w = named_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=1, run_tokens=4500)
+    w = named_or_mapping_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=1, run_tokens=4500)
     _close(w, [100 / 4500, 1000 / 4500, 3400 / 4500])
 
 
 def test_unimax_domain_order_does_not_matter():
-    w = named_weights("unimax", D3, [10000, 100, 1000], key="mixture.weights", max_epochs=2, run_tokens=3000)
+    w = named_or_mapping_weights("unimax", D3, [10000, 100, 1000], key="mixture.weights", max_epochs=2, run_tokens=3000)
     _close(w, [1400 / 3000, 200 / 3000, 1400 / 3000])
 
 
 def test_unimax_without_a_binding_cap_is_uniform():
-    w = named_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=100, run_tokens=3000)
+    w = named_or_mapping_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=100, run_tokens=3000)
     _close(w, [1 / 3] * 3)
 
 
 def test_unimax_exactly_at_the_cap():
     # C * sum(n) == N: every domain gets exactly C * n_m, i.e. the natural mixture
-    w = named_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=1, run_tokens=11100)
+    w = named_or_mapping_weights("unimax", D3, [100, 1000, 10000], key="mixture.weights", max_epochs=1, run_tokens=11100)
     _close(w, [100 / 11100, 1000 / 11100, 10000 / 11100])
 
 
 @pytest.mark.parametrize("cap", [0, -1, None, "two", False, float("nan"), float("inf")])
 def test_bad_max_epochs(cap):
-    message = _refused("mixture.max_epochs", named_weights, "unimax", D3, [100, 1000, 10000], key="mixture.weights",
+    message = _refused("mixture.max_epochs", named_or_mapping_weights, "unimax", D3, [100, 1000, 10000], key="mixture.weights",
                        max_epochs=cap, run_tokens=3000)
     assert "> 0" in message
 
 
 def test_max_epochs_too_small_to_place_the_run():
     # 2 * 11100 = 22200 < 30000
-    message = _refused("mixture.max_epochs", named_weights, "unimax", D3, [100, 1000, 10000], key="mixture.weights",
+    message = _refused("mixture.max_epochs", named_or_mapping_weights, "unimax", D3, [100, 1000, 10000], key="mixture.weights",
                        max_epochs=2, run_tokens=30000)
     assert "22,200" in message and "30,000" in message
 
 
 def test_unimax_needs_run_tokens():
-    _refused("mixture.reference_weights", named_weights, "unimax", D3, [1, 2, 3], key="mixture.reference_weights",
+    _refused("mixture.reference_weights", named_or_mapping_weights, "unimax", D3, [1, 2, 3], key="mixture.reference_weights",
              max_epochs=2)
 
 
