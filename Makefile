@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tandem-installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run prepare compare test bench clean
+.PHONY: setup run prepare compare compare-second test bench clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,15 @@ COMPARE_SHARDS := data/shards/embedded_bpe2k
 compare: $(STAMP)
 	test -f $(COMPARE_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config configs/data/embedded.yaml tokenizer.train.vocab_size=2048 output_dir=$(COMPARE_SHARDS)
 	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml
+
+# The same comparison on a second real corpus tandem does not ship (tools/build_second_corpus.py: five
+# domains from pinned Debian packages), seed 0 only; nothing in the harness knows either corpus's domains.
+SECOND_SHARDS := data/shards/second_corpus_bpe2k
+compare-second: $(STAMP)
+	test -f build/second_corpus/policy/val.jsonl.gz || $(PY) tools/build_second_corpus.py
+	test -f $(SECOND_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config benchmarks/configs/data_second_corpus.yaml
+	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml --out outputs/compare_second \
+		'seeds=[0]' 'common_overrides=[data.shards=$(SECOND_SHARDS),model.vocab_size=2048]'
 
 test: $(STAMP)
 	$(PY) -m pytest -q
