@@ -23,7 +23,9 @@ skipped, so an interrupted comparison resumes where it stopped and an edited con
 ``--force`` redoes everything. A failed run stops the harness with its stderr.
 
 Every figure of the table is per-domain **test** perplexity (``eval_test.json``): no method reads the test
-split. Each seed sets both the model initialisation and the data sampling order of its runs.
+split. ``split=val`` makes it the whole **val** split instead (stage 2 evaluates every val window): that is
+the table for choosing a setting (a learner option, a hyperparameter), whose figures are never reported
+as results; the chosen setting is then compared on test. Each seed sets both the model initialisation and the data sampling order of its runs.
 
 Writes to ``<out>/`` (atomically): ``results.json`` (every raw number), ``results.md`` (per-domain
 held-out perplexity per method, mean ± std over seeds; the average and its ratio to uniform's; stage-1
@@ -72,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "use": "average",
     "output_dir": None,
     "nproc_per_node": 1,
+    "split": "test",  # test: the table of results | val: the table for choosing settings
+    "notes": {},  # method -> one sentence printed under the table (e.g. how a learner deviates from its paper)
 }
 #: files every finished recipe run leaves in its output_dir (summary.json is written last)
 RUN_OUTPUTS = ("mixture.yaml", "eval_test.json", "summary.json")
@@ -84,6 +88,9 @@ BUSY_OTHER_CPU = 0.1
 MARKER = "compare_run.json"
 STDERR_TAIL_CHARS = 4000
 UNIFORM = "uniform"
+#: the evaluation file of each split a stage-2 run writes (val: the whole val split with VAL_EVAL_ALL)
+SPLIT_FILES = {"test": "eval_test.json", "val": "eval.json"}
+VAL_EVAL_ALL = "eval.windows_per_domain=null"
 
 
 class HarnessError(Exception):
@@ -157,6 +164,11 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
                            f"got {baselines!r}")
     for name in baselines:
         baseline_overrides(name)
+    notes = cfg["notes"] or {}
+    if not isinstance(notes, dict) or not all(isinstance(v, str) for v in notes.values()):
+        raise HarnessError(f"notes: expected a mapping method -> sentence, got {notes!r}")
+    # a note on a method left out (``~learners.doge``) is dropped with it
+    cfg["notes"] = {str(k): v for k, v in notes.items() if str(k) in learners or str(k) in baselines}
     clash = sorted(set(learners) & set(baselines))
     if clash:
         raise HarnessError(f"fixed_baselines: {clash} also named in learners")
@@ -168,6 +180,8 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
     nproc = cfg["nproc_per_node"]
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise HarnessError(f"nproc_per_node: expected an integer >= 1, got {nproc!r}")
+    if cfg["split"] not in SPLIT_FILES:
+        raise HarnessError(f"split: expected 'test' or 'val', got {cfg['split']!r}")
     if cfg["use"] not in ("average", "last"):
         raise HarnessError(f"use: expected 'average' or 'last', got {cfg['use']!r}")
     cfg["learners"], cfg["fixed_baselines"] = learners, list(baselines)
@@ -226,11 +240,12 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             else:
                 source = None
                 mixture = baseline_overrides(name)
+            whole_val = [VAL_EVAL_ALL] if cfg["split"] == "val" else []
             runs.append({
                 "stage": 2, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
                 "weights_from": source,
-                "overrides": [*cfg["common_overrides"], *cfg["stage2_overrides"], "mixture.learner=fixed", *mixture, f"seed={seed}",
-                              f"output_dir={run_dir}"],
+                "overrides": [*cfg["common_overrides"], *cfg["stage2_overrides"], *whole_val, "mixture.learner=fixed",
+                              *mixture, f"seed={seed}", f"output_dir={run_dir}"],
             })
     return runs
 
@@ -370,8 +385,9 @@ def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict
             record = {"inputs": fingerprint, "seconds": run["seconds"], "finished_at": time.time(),
                       "machine": machine_label(), "other_cpu_fraction": run.get("other_cpu_fraction")}
             atomic_write_text(Path(run["dir"]) / MARKER, json.dumps(record, indent=2) + "\n")
-            evaluation = json.loads((Path(run["dir"]) / "eval_test.json").read_text(encoding="utf-8"))
-            bar.write(f"{label}: done in {run['seconds']:.1f}s, mean test ppl {evaluation['mean_perplexity']:.2f}")
+            split = cfg["split"] if run["stage"] == 2 else "test"
+            evaluation = json.loads((Path(run["dir"]) / SPLIT_FILES[split]).read_text(encoding="utf-8"))
+            bar.write(f"{label}: done in {run['seconds']:.1f}s, mean {split} ppl {evaluation['mean_perplexity']:.2f}")
         bar.update(1)
     bar.close()
     return runs
@@ -436,7 +452,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
         if run.get("status") == "rejected":
             continue
         run_dir = Path(run["dir"])
-        evaluation = json.loads((run_dir / "eval_test.json").read_text(encoding="utf-8"))
+        evaluation = json.loads((run_dir / SPLIT_FILES[cfg["split"]]).read_text(encoding="utf-8"))
         marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8")) if (run_dir / MARKER).is_file() else {}
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         # stage 1: the mixture it learned (as stage 2 uses it); stage 2: the fixed α it trained on
@@ -500,17 +516,21 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     best = min(averages, key=averages.get) if averages else None
     seeds = sorted({s for m in methods.values() for s in m["seeds"]})
     best_fixed = results.get("best_fixed")
+    split = cfg.get("split", "test")
+    label = ("**test** perplexity (the split no method reads)" if split == "test" else
+             "**val** perplexity (whole val split: the table for choosing settings; its figures are not results, "
+             "and the learners read this split)")
     gap = ""
     if best_fixed and UNIFORM in methods and methods[best_fixed]["average_perplexity"]:
         ratio = methods[best_fixed]["ratio_to_uniform"]
         gap = (f"**Gap between uniform and the best fixed mixture ({best_fixed}): "
-               f"{100 * (1 - ratio):.1f}% of test perplexity** (ratio {ratio:.3f}). ")
+               f"{100 * (1 - ratio):.1f}% of {split} perplexity** (ratio {ratio:.3f}). ")
     other = results.get("max_other_cpu_fraction")
     shared = "unknown" if other is None else ("yes" if other > BUSY_OTHER_CPU else "no")
     lines = [
-        "# Mixture comparison",
+        f"# Mixture comparison ({split} split)",
         "",
-        gap + f"Per-domain **test** perplexity (the split no method reads) of the stage-2 model trained on each "
+        gap + f"Per-domain {label} of the stage-2 model trained on each "
         f"mixture (recipe `recipes/{cfg['recipe']}.py`, `{cfg['stage2_config']}`), mean ± standard error over "
         f"seeds {seeds}; a seed sets both the model initialisation and the sampling order. Learned mixtures come "
         f"from `{cfg['stage1_config']}` (export weights: `{cfg['use']}`). 'ratio' = mean average perplexity / "
@@ -535,8 +555,10 @@ def format_results_md(results: Mapping[str, Any]) -> str:
               f"{results.get('total_run_seconds', 0.0) / 60:.1f} min of wall time."]
     for name, reason in (results.get("rejected") or {}).items():
         lines += ["", f"{name} was not run: the recipe rejected it in this regime: {reason}"]
+    for name, note in (cfg.get("notes") or {}).items():
+        lines += ["", f"Note on {name}: {note}"]
     if results.get("verdicts"):
-        lines += ["", "## Rankings (test perplexity, beyond the seed noise?)", ""]
+        lines += ["", f"## Rankings ({split} perplexity, beyond the seed noise?)", ""]
         lines += [f"- {v}" for v in results["verdicts"]]
     lines += [
         "",

@@ -107,6 +107,19 @@ def test_config_overrides_deletions_and_run_plan(tmp_path):
     assert f"mixture.weights_from={s1['dir'] / 'mixture.yaml'}" in s2_learned["overrides"]
     assert "mixture.use=average" in s2_learned["overrides"] and "mixture.learner=fixed" in s2_learned["overrides"]
     assert {"mixture.weights=uniform", "mixture.weights_from=null"} <= set(s2_uniform["overrides"])
+    assert all(cm.VAL_EVAL_ALL not in r["overrides"] for r in runs)  # split=test: the recipes' own eval
+
+
+def test_the_val_table_evaluates_the_whole_val_split_in_stage_2_only(tmp_path):
+    """split=val is the table for choosing settings: stage 2 evaluates every val window and the report
+    reads eval.json; stage 1 (the learner) is the same run as for the test table."""
+    cfg = cm.load_config(_harness_yaml(tmp_path), ["split=val", "~learners.doremi"])
+    runs = cm.plan_runs(cfg, tmp_path / "out")
+    stage1, stage2 = [r for r in runs if r["stage"] == 1], [r for r in runs if r["stage"] == 2]
+    as_for_test = cm.plan_runs(cm.load_config(_harness_yaml(tmp_path), ["~learners.doremi"]), tmp_path / "out")
+    assert [r["overrides"] for r in stage1] == [r["overrides"] for r in as_for_test if r["stage"] == 1]
+    assert len(stage2) == 6 and all(cm.VAL_EVAL_ALL in r["overrides"] for r in stage2)
+    assert cm.SPLIT_FILES["val"] == "eval.json"
 
 
 @pytest.mark.parametrize(
@@ -117,6 +130,7 @@ def test_config_overrides_deletions_and_run_plan(tmp_path):
         ({"recipe": "nope"}, [], "recipes/nope.py"),
         ({"learners": {"fixed": []}}, [], "fixed_baselines"),
         ({"use": "best"}, [], "use"),
+        ({"split": "train"}, [], "split"),
         ({}, ["~learners.nope"], "no such key"),
     ],
 )
@@ -183,6 +197,7 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
         tmp_path, learners={"tandem": []}, fixed_baselines=["uniform", "temperature:0.5", "unimax:1e-9"],
         stage1_overrides=stage1,
         stage2_overrides=stage2, use="average",
+        notes={"tandem": "a sentence from the harness config.", "doge": "dropped: doge is not compared here."},
     )
     out = tmp_path / "compare"
     assert cm.main(["--config", config, "--out", str(out)]) == 0
@@ -201,6 +216,7 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
     assert "## Warnings" not in md  # tandem made mixture updates (2 per run)
     assert "**test** perplexity" in md and "Gap between uniform and the best fixed mixture" in md
     assert "## Rankings" in md and "tandem vs " in md and "two standard errors" in md
+    assert "Note on tandem: a sentence from the harness config." in md and "Note on doge" not in md
     # a cap of 1e-9 epochs cannot place the run's tokens: tried once (seed 0), reported, not a crash
     assert printed.count("rejected by the recipe, reported as not run") == 1
     assert "| unimax:1e-9 |" in md and "unimax:1e-9 was not run: the recipe rejected it" in md
