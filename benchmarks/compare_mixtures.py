@@ -3,7 +3,9 @@
     python benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml \
         [--out outputs/compare_tiny] [--force] [key=value ...]
 
-For every learner of the harness config (``learners:``) and every seed, stage 1 learns a mixture:
+For every learner of the harness config (``learners:``) and every seed, stage 1 learns a mixture (a
+learner is named by its ``mixture.learner``, or is a variant that sets ``mixture.learner`` in its own
+overrides, e.g. ``tandem_joint: [mixture.learner=tandem, mixture.reference_step=joint]``):
 
     tune run recipes/<recipe>.py --config <stage1_config> <common_overrides> <stage1_overrides> <learner's overrides>
         mixture.learner=<name> seed=<s> output_dir=<out>/stage1/<name>/seed<s>
@@ -228,8 +230,8 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             run_dir = out / "stage1" / name / f"seed{seed}"
             runs.append({
                 "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage1_config"],
-                "overrides": [*cfg["common_overrides"], *cfg["stage1_overrides"], *extra, f"mixture.learner={name}", f"seed={seed}",
-                              f"output_dir={run_dir}"],
+                "overrides": [*cfg["common_overrides"], *cfg["stage1_overrides"], *extra, *_learner_key(name, extra),
+                              f"seed={seed}", f"output_dir={run_dir}"],
             })
     for name in [*cfg["learners"], *cfg["fixed_baselines"]]:
         for seed in cfg["seeds"]:
@@ -248,6 +250,12 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
                               *mixture, f"seed={seed}", f"output_dir={run_dir}"],
             })
     return runs
+
+
+def _learner_key(name: str, extra: Sequence[str]) -> list[str]:
+    """``mixture.learner=<name>``, unless the learner's overrides set it (a variant: ``tandem_lr:
+    [mixture.learner=tandem, mixture.delta_scale=lr]``)."""
+    return [] if any(o.startswith("mixture.learner=") for o in extra) else [f"mixture.learner={name}"]
 
 
 def run_command(recipe: str, config: str, overrides: Sequence[str], nproc_per_node: int = 1) -> list[str]:
