@@ -180,7 +180,8 @@ class PretrainRecipe:
         if self.learner == "tandem":
             self.estimator = TandemEstimator(
                 self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward,
-                probe_micro_batch=self.batch_size,
+                probe_micro_batch=self.batch_size, reference_step=cfg.mixture.get("reference_step", "split"),
+                validation_weight=float(cfg.mixture.get("validation_weight", 1.0)),
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,
@@ -312,13 +313,13 @@ class PretrainRecipe:
         scheduler.step()
         return loss
 
-    def _proxy_step(self, batch) -> float:
-        loss = self._train_step(self.model, self.optimizer, self.lr_scheduler, batch)
-        if self.twins is not None:  # lr_w follows the proxy's schedule: lr_w = scale * lr_u
-            lr_u = self.optimizer.param_groups[0]["lr"]
-            for group in self.twins.reference_optimizer.param_groups:
+    def _proxy_step(self, batch) -> tuple[float, float]:
+        """The proxy's step; returns its loss and the lr it stepped with (read before the scheduler moves it)."""
+        lr_u = self.optimizer.param_groups[0]["lr"]
+        if self.twins is not None:  # lr_w follows the proxy's schedule: the reference's step at this
+            for group in self.twins.reference_optimizer.param_groups:  # step uses lr_w = scale * lr_u(step)
                 group["lr"] = lr_u * self.reference_lr_scale
-        return loss
+        return self._train_step(self.model, self.optimizer, self.lr_scheduler, batch), lr_u
 
     def _update_mixture(self, step: int) -> dict[str, float]:
         """Δ on a paired probe batch, then one α step; the loader follows from the next batch on."""
@@ -330,7 +331,8 @@ class PretrainRecipe:
         row = {
             "update": self.mixture.num_updates, "step": step,
             "alpha": dict(zip(self.domains, alpha.tolist())), "delta": dict(zip(self.domains, delta.tolist())),
-            "twin_distance": distance,
+            "twin_distance": distance,  # and Δ's noise (NaN, not measurable, is written as null)
+            **{k: None if math.isnan(v) else v for k, v in self.estimator.diagnostics().items()},
         }
         if is_main_process():
             with open(self.trajectory_path, "a", encoding="utf-8") as f:
@@ -339,10 +341,12 @@ class PretrainRecipe:
                 f"step {step} update {row['update']}: α = "
                 + " ".join(f"{d}={a:.3f}" for d, a in row["alpha"].items())
                 + " | Δ = " + " ".join(f"{d}={v:+.4f}" for d, v in row["delta"].items())
+                + "".join(f" | {k} {v:.2f}" for k, v in self.estimator.diagnostics().items())
             )
         metrics = {f"alpha/{d}": a for d, a in row["alpha"].items()}
         metrics.update({f"delta/{d}": v for d, v in row["delta"].items()})
         metrics["twins/param_distance"] = distance
+        metrics.update({f"delta/{k}": v for k, v in self.estimator.diagnostics().items()})
         return metrics
 
     def _evaluate(self, step: int):
@@ -387,8 +391,8 @@ class PretrainRecipe:
                 if learning and k == 0:
                     self.estimator.begin_episode()  # TANDEM: sync w <- u
                 batch = next(train_iter).to(self.device)
-                loss = self._proxy_step(batch)
-                metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                loss, lr = self._proxy_step(batch)
+                metrics = {"train/loss": loss, "lr": lr}
                 if learning and k < self.probe_steps:
                     metrics.update(self.estimator.probe_step(batch, next(self.val_iter).to(self.device)))
                 if learning and k == self.probe_steps - 1:

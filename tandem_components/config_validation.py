@@ -50,6 +50,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
 from tandem_components.estimators import LEARNERS
+from tandem_components.estimators.tandem import REFERENCE_STEPS
 from tandem_components.export import WHICH
 from tandem_components.mixture import UPDATES
 from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
@@ -124,6 +125,10 @@ SCHEMA: dict[str, Any] = {
         "probe_steps": Key(int, minimum=1),  # K
         "gamma": Key(NUMBER, minimum=0),  # γ
         "reference_lr_scale": Key(NUMBER, above=0),
+        # how the reference combines its two gradients: split (train step as the proxy's + a val step
+        # of size lr_w * validation_weight / γ) | joint (one clipped AdamW step on their sum)
+        "reference_step": Key(str, choices=REFERENCE_STEPS),
+        "validation_weight": Key(NUMBER, minimum=0),  # weight of L_val in the reference (0: Δ = 0 exactly)
         "lr": Key(NUMBER, above=0),  # lr_α
         "update": Key(str, choices=UPDATES),
         "min_weight": Key(NUMBER, minimum=0),
