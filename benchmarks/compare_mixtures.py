@@ -42,6 +42,7 @@ import json
 import math
 import os
 import shlex
+import resource
 import subprocess
 import sys
 import time
@@ -76,8 +77,9 @@ DEFAULTS: dict[str, Any] = {
 RUN_OUTPUTS = ("mixture.yaml", "eval_test.json", "summary.json")
 #: the folders whose source files make up "the code version" of a run
 CODE_DIRS = ("recipes", "tandem_components")
-#: a 1-minute load average above this before a run means something else was using the cores
-BUSY_LOAD = 0.5
+#: CPU time used by other processes during a run, as a fraction of the machine's (wall x cores), above
+#: which the run's wall time is reported as measured on shared cores
+BUSY_OTHER_CPU = 0.1
 #: written by the harness after a run succeeds: the command that made the outputs (the resume check)
 MARKER = "compare_run.json"
 STDERR_TAIL_CHARS = 4000
@@ -90,6 +92,11 @@ class HarnessError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class BaselineRejected(HarnessError):
+    """The recipe refused a fixed baseline's config (exit 2), e.g. a UniMax cap too small to place the run's
+    tokens: the baseline is infeasible in this regime, so the table says so and the comparison goes on."""
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -261,6 +268,21 @@ def machine_label() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
 
 
+def machine_busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat; None where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _fingerprint(run: Mapping[str, Any], command: Sequence[str], code_sha256: str) -> dict[str, Any]:
     """What made a run's outputs: its resolved config, the code, the launcher, and in stage 2 its mixture."""
     inputs = {"config_sha256": resolved_config_sha256(run["config"], run["overrides"]), "code_sha256": code_sha256,
@@ -288,10 +310,21 @@ def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> fl
     env = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     (Path(run["dir"]) / MARKER).unlink(missing_ok=True)  # a run that dies now is not "finished"
+    busy_before, own_before = machine_busy_cpu_seconds(), children_cpu_seconds()
     start = time.perf_counter()
     with open(out_log, "w", encoding="utf-8") as out_f, open(err_log, "w", encoding="utf-8") as err_f:
         proc = subprocess.run(list(command), cwd=REPO_ROOT, env=env, stdout=out_f, stderr=err_f)
     seconds = time.perf_counter() - start
+    busy_after = machine_busy_cpu_seconds()
+    if busy_before is not None and busy_after is not None and seconds > 0:
+        # the machine's busy CPU time minus this run's own (and its workers'): what other work took
+        other = busy_after - busy_before - (children_cpu_seconds() - own_before)
+        run["other_cpu_fraction"] = max(0.0, other) / (seconds * (os.cpu_count() or 1))
+    if proc.returncode == 2 and run["stage"] == 2 and run.get("weights_from") is None:
+        errors = [line for line in err_log.read_text(encoding="utf-8", errors="replace").splitlines()
+                  if line.startswith("tandem: error: ")]
+        if errors:
+            raise BaselineRejected(errors[-1].removeprefix("tandem: error: "))
     if proc.returncode != 0:
         tail = err_log.read_text(encoding="utf-8", errors="replace")[-STDERR_TAIL_CHARS:]
         raise HarnessError(
@@ -312,20 +345,30 @@ def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict
     code_sha256 = code_version_sha256()
     # the bar only on a terminal (disable=None); the one-line status per run is printed either way
     bar = tqdm(total=len(runs), desc="compare", unit="run", dynamic_ncols=True, file=sys.stdout, disable=None)
+    rejected: dict[str, str] = {}  # fixed baseline -> the recipe's reason (its other seeds are not tried)
     for i, run in enumerate(runs, 1):
         command = run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"], cfg["nproc_per_node"])
         fingerprint = _fingerprint(run, command, code_sha256)
         label = f"[{i}/{len(runs)}] {_run_name(run)}"
         bar.set_description(_run_name(run))
-        if not force and is_finished(run, fingerprint):
+        if run["method"] in rejected:
+            run["status"], run["seconds"], run["reason"] = "rejected", 0.0, rejected[run["method"]]
+            bar.write(f"{label}: not run (baseline rejected by the recipe)")
+        elif not force and is_finished(run, fingerprint):
             run["status"], run["seconds"] = "skipped", 0.0
             bar.write(f"{label}: skipped (outputs exist in {run['dir']}; --force to redo)")
         else:
-            load_before = os.getloadavg()[0]
-            run["seconds"] = execute(run, command, out / "logs")
+            try:
+                run["seconds"] = execute(run, command, out / "logs")
+            except BaselineRejected as e:
+                rejected[run["method"]] = run["reason"] = str(e)
+                run["status"], run["seconds"] = "rejected", 0.0
+                bar.write(f"{label}: rejected by the recipe, reported as not run: {e}")
+                bar.update(1)
+                continue
             run["status"] = "ran"
             record = {"inputs": fingerprint, "seconds": run["seconds"], "finished_at": time.time(),
-                      "machine": machine_label(), "load_before": load_before}
+                      "machine": machine_label(), "other_cpu_fraction": run.get("other_cpu_fraction")}
             atomic_write_text(Path(run["dir"]) / MARKER, json.dumps(record, indent=2) + "\n")
             evaluation = json.loads((Path(run["dir"]) / "eval_test.json").read_text(encoding="utf-8"))
             bar.write(f"{label}: done in {run['seconds']:.1f}s, mean test ppl {evaluation['mean_perplexity']:.2f}")
@@ -388,7 +431,10 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
     from tandem_components.export import read_mixture_export  # imports torch: only when needed
 
     raw_runs, domains = [], None
+    rejected = {r["method"]: r["reason"] for r in runs if r.get("status") == "rejected"}
     for run in runs:
+        if run.get("status") == "rejected":
+            continue
         run_dir = Path(run["dir"])
         evaluation = json.loads((run_dir / "eval_test.json").read_text(encoding="utf-8"))
         marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8")) if (run_dir / MARKER).is_file() else {}
@@ -401,9 +447,10 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "status": run.get("status"), "harness_seconds": run.get("seconds"),
             "eval": evaluation, "summary": summary, "mixture": weights,
             "num_updates": (doc.get("provenance") or {}).get("num_updates"),
-            "machine": marker.get("machine"), "load_before": marker.get("load_before"),
+            "machine": marker.get("machine"), "other_cpu_fraction": marker.get("other_cpu_fraction"),
+            "run_seconds": marker.get("seconds"),
         })
-    methods = [*cfg["learners"], *cfg["fixed_baselines"]]
+    methods = [n for n in [*cfg["learners"], *cfg["fixed_baselines"]] if n not in rejected]
     per_method: dict[str, Any] = {}
     for name in methods:
         final = sorted((r for r in raw_runs if r["method"] == name and r["stage"] == 2), key=lambda r: r["seed"])
@@ -429,7 +476,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             if m["kind"] == "learned":
                 verdicts.append(ranking_verdict(name, m["average_perplexity"], best_fixed,
                                                 per_method[best_fixed]["average_perplexity"]))
-    loads = [r["load_before"] for r in raw_runs if r.get("load_before") is not None]
+    others = [r["other_cpu_fraction"] for r in raw_runs if r.get("other_cpu_fraction") is not None]
     warnings = []
     for name, m in per_method.items():
         m["ratio_to_uniform"] = ratio_to(m["average_perplexity"], uniform)
@@ -441,7 +488,8 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             )
     return {"config": dict(cfg), "domains": domains, "methods": per_method, "runs": raw_runs, "warnings": warnings,
             "best_fixed": best_fixed, "verdicts": verdicts, "machine": machine_label(),
-            "max_load_before": max(loads) if loads else None}
+            "max_other_cpu_fraction": max(others) if others else None, "rejected": rejected,
+            "total_run_seconds": sum(r["run_seconds"] or 0.0 for r in raw_runs)}
 
 
 # -------------------------------------------------------------------------------------------- outputs
@@ -457,8 +505,8 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         ratio = methods[best_fixed]["ratio_to_uniform"]
         gap = (f"**Gap between uniform and the best fixed mixture ({best_fixed}): "
                f"{100 * (1 - ratio):.1f}% of test perplexity** (ratio {ratio:.3f}). ")
-    load = results.get("max_load_before")
-    shared = "unknown" if load is None else ("yes" if load > BUSY_LOAD else "no")
+    other = results.get("max_other_cpu_fraction")
+    shared = "unknown" if other is None else ("yes" if other > BUSY_OTHER_CPU else "no")
     lines = [
         "# Mixture comparison",
         "",
@@ -479,8 +527,14 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         wall = format_mean_std(m["stage1_wall_time_s"], digits=1) if m["kind"] == "learned" else "—"
         cells = [format_mean_std(m["perplexity"][d]) for d in domains]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {ratio} | {wall} |")
-    lines += ["", f"Stage-1 wall times measured on {results.get('machine')}; highest 1-minute load average before a "
-              f"run: {load if load is None else f'{load:.2f}'} (other work on the cores: {shared})."]
+    for name, reason in (results.get("rejected") or {}).items():
+        lines.append(f"| {name} | " + " | ".join("—" for _ in domains) + " | not run: infeasible here (see below) | — | — |")
+    measured = "not measured" if other is None else f"at most {100 * other:.0f}% of the machine's CPU time during a run"
+    lines += ["", f"Stage-1 wall times measured on {results.get('machine')}; CPU used by other processes: {measured} "
+              f"(other work on the cores: {shared}). All runs together: "
+              f"{results.get('total_run_seconds', 0.0) / 60:.1f} min of wall time."]
+    for name, reason in (results.get("rejected") or {}).items():
+        lines += ["", f"{name} was not run: the recipe rejected it in this regime: {reason}"]
     if results.get("verdicts"):
         lines += ["", "## Rankings (test perplexity, beyond the seed noise?)", ""]
         lines += [f"- {v}" for v in results["verdicts"]]
@@ -559,8 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare_mixtures: error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
     print("\n" + format_results_md(results))
-    ran = sum(r["status"] == "ran" for r in runs)
-    print(f"{ran} run(s) executed, {len(runs) - ran} skipped, in {results['harness_wall_time_s']:.1f}s.")
+    count = {status: sum(r["status"] == status for r in runs) for status in ("ran", "skipped", "rejected")}
+    print(f"{count['ran']} run(s) executed, {count['skipped']} skipped, {count['rejected']} rejected (infeasible "
+          f"baselines), in {results['harness_wall_time_s']:.1f}s.")
     print(f"Outputs in {out}/:\n" + "\n".join(f"  {k:<13} {p}" for k, p in paths.items())
           + f"\n  runs          {out / 'stage1'}, {out / 'stage2'}\n  run logs      {out / 'logs'}")
     return 0

@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,6 +135,39 @@ def test_a_failed_run_stops_with_its_stderr_tail(tmp_path):
     assert (tmp_path / "logs" / "stage1-tandem-seed0.stdout.log").read_text() == "out\n"
 
 
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs /proc/stat (Linux)")
+def test_other_work_on_the_cores_is_measured_apart_from_the_run(tmp_path):
+    """The machine's busy CPU time counts the run's own (the child's ~0.6 s of spinning) in the same unit
+    (seconds, not clock ticks), so what is left over is other processes' share, recorded per run."""
+    (tmp_path / "run").mkdir()
+    run = {"stage": 1, "method": "tandem", "seed": 0, "dir": tmp_path / "run"}
+    spin = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.6: pass')"
+    busy, own = cm.machine_busy_cpu_seconds(), cm.children_cpu_seconds()
+    with pytest.raises(cm.HarnessError, match="wrote no"):  # a spinner leaves no run outputs
+        cm.execute(run, [sys.executable, "-c", spin], tmp_path / "logs")
+    own_delta = cm.children_cpu_seconds() - own
+    assert own_delta >= 0.6
+    assert cm.machine_busy_cpu_seconds() - busy >= 0.9 * own_delta
+    assert 0.0 <= run["other_cpu_fraction"] <= 1.0
+
+
+def test_a_fixed_baseline_the_recipe_rejects_is_infeasible_not_a_crash(tmp_path):
+    """Exit 2 with a ``tandem: error:`` line (the recipe's config check) on a fixed baseline's stage-2 run
+    means the baseline cannot run in this regime (a UniMax cap below the run's epochs); the same exit on a
+    stage-1 run, or a crash of a baseline, still stops the harness."""
+    (tmp_path / "run").mkdir()
+    reason = "mixture.max_epochs: 4 epochs of the 10 training tokens place at most 40 tokens"
+    command = [sys.executable, "-c", f"import sys; sys.stderr.write('noise\\ntandem: error: {reason}\\n'); sys.exit(2)"]
+    baseline = {"stage": 2, "method": "unimax:4", "seed": 0, "dir": tmp_path / "run", "weights_from": None}
+    with pytest.raises(cm.BaselineRejected) as e:
+        cm.execute(baseline, command, tmp_path / "logs")
+    assert str(e.value) == reason
+    for run, cmd in (({**baseline, "stage": 1}, command), (baseline, [*command[:2], "import sys; sys.exit(1)"])):
+        with pytest.raises(cm.HarnessError) as e:
+            cm.execute(run, cmd, tmp_path / "logs")
+        assert not isinstance(e.value, cm.BaselineRejected) and e.value.exit_code == 1
+
+
 # ---------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
@@ -146,7 +180,8 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
               "mixture.probe_seqs_per_domain=2", "mixture.val_batch_size=4"]
     stage2 = [*common, "max_steps=3"]
     config = _harness_yaml(
-        tmp_path, learners={"tandem": []}, fixed_baselines=["uniform", "temperature:0.5"], stage1_overrides=stage1,
+        tmp_path, learners={"tandem": []}, fixed_baselines=["uniform", "temperature:0.5", "unimax:1e-9"],
+        stage1_overrides=stage1,
         stage2_overrides=stage2, use="average",
     )
     out = tmp_path / "compare"
@@ -166,6 +201,10 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
     assert "## Warnings" not in md  # tandem made mixture updates (2 per run)
     assert "**test** perplexity" in md and "Gap between uniform and the best fixed mixture" in md
     assert "## Rankings" in md and "tandem vs " in md and "two standard errors" in md
+    # a cap of 1e-9 epochs cannot place the run's tokens: tried once (seed 0), reported, not a crash
+    assert printed.count("rejected by the recipe, reported as not run") == 1
+    assert "| unimax:1e-9 |" in md and "unimax:1e-9 was not run: the recipe rejected it" in md
+    assert "mixture.max_epochs" in md
 
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == methods
@@ -193,7 +232,7 @@ def test_end_to_end_comparison_then_resume(embedded_shards, tmp_path, capsys):
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("skipped (outputs exist") == 8 and "0 run(s) executed, 8 skipped" in proc.stdout
+    assert proc.stdout.count("skipped (outputs exist") == 8 and "0 run(s) executed, 8 skipped, 2 rejected" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in markers} == markers
     again = json.loads((out / "results.json").read_text())
     assert again["methods"]["tandem"]["perplexity"] == results["methods"]["tandem"]["perplexity"]
