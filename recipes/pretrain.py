@@ -71,6 +71,8 @@ from tandem_components.training_state import (
 from tandem_components.twins import build_twins
 
 log = get_logger("INFO")
+#: mixture.delta_scale: lr amplifies Δ at most this much (the last steps of a schedule decaying to 0)
+DELTA_SCALE_MAX = 10.0
 
 
 class PretrainRecipe:
@@ -89,6 +91,7 @@ class PretrainRecipe:
         self.learner = mix.learner
         self.episode_len = int(mix.get("episode_len", 1))  # E
         self.probe_steps = int(mix.get("probe_steps", 1))  # K
+        self.delta_scale = mix.get("delta_scale", "none")  # lr: Δ / (mean lr of its K steps / peak lr)
         self.batch_size = int(cfg.data.batch_size)
         self.seq_len = int(cfg.data.seq_len)
         self.clip_grad_norm = cfg.get("clip_grad_norm", None)
@@ -326,12 +329,14 @@ class PretrainRecipe:
         probe = self.probe_sampler.sample().to(self.device)
         distance = self.twins.parameter_distance() if self.twins is not None else 0.0
         delta = self.estimator.delta(probe)
-        alpha = self.mixture.step(delta)
+        scale = self._delta_scale(step)
+        delta = delta * scale
+        alpha = self.mixture.step(delta, at_step=step)
         self.train_loader.set_weights(alpha)
         row = {
             "update": self.mixture.num_updates, "step": step,
             "alpha": dict(zip(self.domains, alpha.tolist())), "delta": dict(zip(self.domains, delta.tolist())),
-            "twin_distance": distance,  # and Δ's noise (NaN, not measurable, is written as null)
+            "twin_distance": distance, "delta_scale": scale,  # and Δ's noise (NaN, not measurable: null)
             **{k: None if math.isnan(v) else v for k, v in self.estimator.diagnostics().items()},
         }
         if is_main_process():
@@ -348,6 +353,16 @@ class PretrainRecipe:
         metrics["twins/param_distance"] = distance
         metrics.update({f"delta/{k}": v for k, v in self.estimator.diagnostics().items()})
         return metrics
+
+    def _delta_scale(self, step: int) -> float:
+        """1, or with ``mixture.delta_scale: lr`` the peak lr over the mean lr of the K probing steps that
+        ended at ``step`` (at most DELTA_SCALE_MAX). Why: Δ is a loss difference after K optimizer steps,
+        so it shrinks with their lr; under a cosine schedule to 0 α would stop learning halfway."""
+        if self.delta_scale != "lr":
+            return 1.0
+        schedule = self.lr_scheduler.lr_lambdas[0]  # the proxy's step s runs at peak * schedule(s - 1)
+        mean = sum(schedule(s - 1) for s in range(step - self.probe_steps + 1, step + 1)) / self.probe_steps
+        return min(1.0 / mean, DELTA_SCALE_MAX) if mean > 0 else DELTA_SCALE_MAX
 
     def _evaluate(self, step: int):
         result = evaluate_per_domain(
@@ -460,13 +475,13 @@ class PretrainRecipe:
             "mean_val_ppl": self.final_eval.mean_perplexity, "mean_test_loss": self.final_test.mean_loss,
             "mean_test_ppl": self.final_test.mean_perplexity, "steps": self.max_steps,
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
-            "average_alpha": dict(zip(self.domains, self.mixture.average().tolist())),
+            "average_alpha": dict(zip(self.domains, self.mixture.average(self.max_steps).tolist())),
         }
 
     def _write_outputs(self) -> None:
         out = self.output_dir
         export = write_mixture_export(
-            out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average().tolist(),
+            out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist(),
             method=self.learner, provenance=self._provenance(),
         )
         plot = trajectory = None
@@ -485,7 +500,7 @@ class PretrainRecipe:
         print("\nPer-domain TEST (final model; held out from every method, the reported figure):\n"
               + self.final_test.format_table())
         print("\nMixture (last / trajectory average):")
-        for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average().tolist()):
+        for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
         print(
             f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {trajectory or 'none (fixed mixture)'}\n"

@@ -39,6 +39,8 @@ from tandem_components.twins import TwinModels
 
 #: mixture.reference_step: how the reference combines its train and validation gradients
 REFERENCE_STEPS = ("split", "joint")
+#: mixture.delta_scale: Δ as measured, or normalised by the lr of its probing steps (recipes/pretrain.py)
+DELTA_SCALES = ("none", "lr")
 
 
 def delta_agreement(a: torch.Tensor, b: torch.Tensor, present: torch.Tensor) -> float:
