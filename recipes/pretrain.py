@@ -71,6 +71,8 @@ from tandem_components.training_state import (
 from tandem_components.twins import build_twins
 
 log = get_logger("INFO")
+#: mixture.delta_scale: lr amplifies Δ at most this much (the last steps of a schedule decaying to 0)
+DELTA_SCALE_MAX = 10.0
 
 
 class PretrainRecipe:
@@ -89,6 +91,7 @@ class PretrainRecipe:
         self.learner = mix.learner
         self.episode_len = int(mix.get("episode_len", 1))  # E
         self.probe_steps = int(mix.get("probe_steps", 1))  # K
+        self.delta_scale = mix.get("delta_scale", "none")  # lr: Δ / (mean lr of its K steps / peak lr)
         self.batch_size = int(cfg.data.batch_size)
         self.seq_len = int(cfg.data.seq_len)
         self.clip_grad_norm = cfg.get("clip_grad_norm", None)
@@ -180,7 +183,8 @@ class PretrainRecipe:
         if self.learner == "tandem":
             self.estimator = TandemEstimator(
                 self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward,
-                probe_micro_batch=self.batch_size,
+                probe_micro_batch=self.batch_size, reference_step=cfg.mixture.get("reference_step", "split"),
+                validation_weight=float(cfg.mixture.get("validation_weight", 1.0)),
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,
@@ -312,25 +316,28 @@ class PretrainRecipe:
         scheduler.step()
         return loss
 
-    def _proxy_step(self, batch) -> float:
-        loss = self._train_step(self.model, self.optimizer, self.lr_scheduler, batch)
-        if self.twins is not None:  # lr_w follows the proxy's schedule: lr_w = scale * lr_u
-            lr_u = self.optimizer.param_groups[0]["lr"]
-            for group in self.twins.reference_optimizer.param_groups:
+    def _proxy_step(self, batch) -> tuple[float, float]:
+        """The proxy's step; returns its loss and the lr it stepped with (read before the scheduler moves it)."""
+        lr_u = self.optimizer.param_groups[0]["lr"]
+        if self.twins is not None:  # lr_w follows the proxy's schedule: the reference's step at this
+            for group in self.twins.reference_optimizer.param_groups:  # step uses lr_w = scale * lr_u(step)
                 group["lr"] = lr_u * self.reference_lr_scale
-        return loss
+        return self._train_step(self.model, self.optimizer, self.lr_scheduler, batch), lr_u
 
     def _update_mixture(self, step: int) -> dict[str, float]:
         """Δ on a paired probe batch, then one α step; the loader follows from the next batch on."""
         probe = self.probe_sampler.sample().to(self.device)
         distance = self.twins.parameter_distance() if self.twins is not None else 0.0
         delta = self.estimator.delta(probe)
-        alpha = self.mixture.step(delta)
+        scale = self._delta_scale(step)
+        delta = delta * scale
+        alpha = self.mixture.step(delta, at_step=step)
         self.train_loader.set_weights(alpha)
         row = {
             "update": self.mixture.num_updates, "step": step,
             "alpha": dict(zip(self.domains, alpha.tolist())), "delta": dict(zip(self.domains, delta.tolist())),
-            "twin_distance": distance,
+            "twin_distance": distance, "delta_scale": scale,  # and Δ's noise (NaN, not measurable: null)
+            **{k: None if math.isnan(v) else v for k, v in self.estimator.diagnostics().items()},
         }
         if is_main_process():
             with open(self.trajectory_path, "a", encoding="utf-8") as f:
@@ -339,11 +346,23 @@ class PretrainRecipe:
                 f"step {step} update {row['update']}: α = "
                 + " ".join(f"{d}={a:.3f}" for d, a in row["alpha"].items())
                 + " | Δ = " + " ".join(f"{d}={v:+.4f}" for d, v in row["delta"].items())
+                + "".join(f" | {k} {v:.2f}" for k, v in self.estimator.diagnostics().items())
             )
         metrics = {f"alpha/{d}": a for d, a in row["alpha"].items()}
         metrics.update({f"delta/{d}": v for d, v in row["delta"].items()})
         metrics["twins/param_distance"] = distance
+        metrics.update({f"delta/{k}": v for k, v in self.estimator.diagnostics().items()})
         return metrics
+
+    def _delta_scale(self, step: int) -> float:
+        """1, or with ``mixture.delta_scale: lr`` the peak lr over the mean lr of the K probing steps that
+        ended at ``step`` (at most DELTA_SCALE_MAX). Why: Δ is a loss difference after K optimizer steps,
+        so it shrinks with their lr; under a cosine schedule to 0 α would stop learning halfway."""
+        if self.delta_scale != "lr":
+            return 1.0
+        schedule = self.lr_scheduler.lr_lambdas[0]  # the proxy's step s runs at peak * schedule(s - 1)
+        mean = sum(schedule(s - 1) for s in range(step - self.probe_steps + 1, step + 1)) / self.probe_steps
+        return min(1.0 / mean, DELTA_SCALE_MAX) if mean > 0 else DELTA_SCALE_MAX
 
     def _evaluate(self, step: int):
         result = evaluate_per_domain(
@@ -387,8 +406,8 @@ class PretrainRecipe:
                 if learning and k == 0:
                     self.estimator.begin_episode()  # TANDEM: sync w <- u
                 batch = next(train_iter).to(self.device)
-                loss = self._proxy_step(batch)
-                metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                loss, lr = self._proxy_step(batch)
+                metrics = {"train/loss": loss, "lr": lr}
                 if learning and k < self.probe_steps:
                     metrics.update(self.estimator.probe_step(batch, next(self.val_iter).to(self.device)))
                 if learning and k == self.probe_steps - 1:
@@ -456,13 +475,13 @@ class PretrainRecipe:
             "mean_val_ppl": self.final_eval.mean_perplexity, "mean_test_loss": self.final_test.mean_loss,
             "mean_test_ppl": self.final_test.mean_perplexity, "steps": self.max_steps,
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
-            "average_alpha": dict(zip(self.domains, self.mixture.average().tolist())),
+            "average_alpha": dict(zip(self.domains, self.mixture.average(self.max_steps).tolist())),
         }
 
     def _write_outputs(self) -> None:
         out = self.output_dir
         export = write_mixture_export(
-            out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average().tolist(),
+            out / "mixture.yaml", self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist(),
             method=self.learner, provenance=self._provenance(),
         )
         plot = trajectory = None
@@ -481,7 +500,7 @@ class PretrainRecipe:
         print("\nPer-domain TEST (final model; held out from every method, the reported figure):\n"
               + self.final_test.format_table())
         print("\nMixture (last / trajectory average):")
-        for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average().tolist()):
+        for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
         print(
             f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {trajectory or 'none (fixed mixture)'}\n"

@@ -50,6 +50,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
 from tandem_components.estimators import LEARNERS
+from tandem_components.estimators.tandem import DELTA_SCALES, REFERENCE_STEPS
 from tandem_components.export import WHICH
 from tandem_components.mixture import UPDATES
 from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
@@ -124,6 +125,13 @@ SCHEMA: dict[str, Any] = {
         "probe_steps": Key(int, minimum=1),  # K
         "gamma": Key(NUMBER, minimum=0),  # γ
         "reference_lr_scale": Key(NUMBER, above=0),
+        # how the reference combines its two gradients: split (train step as the proxy's + a val step
+        # of size lr_w * validation_weight / γ) | joint (one clipped AdamW step on their sum)
+        "reference_step": Key(str, choices=REFERENCE_STEPS),
+        "validation_weight": Key(NUMBER, minimum=0),  # weight of L_val in the reference (0: Δ = 0 exactly)
+        # none | lr: Δ divided by the mean lr multiplier of its K probing steps (α keeps learning while the
+        # schedule decays; TANDEM only: its Δ is a loss difference after K steps)
+        "delta_scale": Key(str, choices=DELTA_SCALES),
         "lr": Key(NUMBER, above=0),  # lr_α
         "update": Key(str, choices=UPDATES),
         "min_weight": Key(NUMBER, minimum=0),
@@ -495,6 +503,9 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus, world_size: int =
         raise TandemError(f"{source}: weight of {low} below mixture.min_weight={min_weight}")
     if LEARNERS[mix["learner"]].uses_validation_batches:
         resolve_target_weights(mix.get("target_weights"), domains)
+    if mix.get("delta_scale", "none") != "none" and mix["learner"] != "tandem":
+        raise TandemError(f"mixture.delta_scale: {mix['delta_scale']!r} applies to learner tandem only (its Δ is a "
+                          f"loss difference after K steps at the schedule's lr), got learner {mix['learner']!r}")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -32,6 +32,11 @@ def is_main_process() -> bool:
     return rank_and_world_size()[0] == 0
 
 
+def local_shard(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a DTensor (FSDP2), or the tensor itself: twins and DoGE work shard by shard."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all ranks in place (no-op in one process); returns it for chaining."""
     if is_distributed():

@@ -52,11 +52,14 @@ class Batch:
             domain_ids=self.domain_ids.to(device, non_blocking=non_blocking),
         )
 
+    def rows(self, index) -> "Batch":
+        """The sub-batch at row ``index`` (a slice or an index tensor)."""
+        return Batch(self.tokens[index], self.labels[index], self.domain_ids[index])
+
     def chunks(self, size: int) -> "Iterator[Batch]":
         """Consecutive sub-batches of at most ``size`` rows (forward a large batch in pieces)."""
         for start in range(0, self.tokens.shape[0], size):
-            end = start + size
-            yield Batch(self.tokens[start:end], self.labels[start:end], self.domain_ids[start:end])
+            yield self.rows(slice(start, start + size))
 
 
 # ---- shared validation / indexing helpers ----------------------------------------------------------------

@@ -102,9 +102,10 @@ class MixtureState:
         history: α after each update, ``history[0]`` = α_0; each (M,) float64.
         deltas: the Δ of each update (``deltas[i]`` produced ``history[i + 1]``); each (M,) float64.
 
-    ``average()`` is the mean of *all* entries of ``history`` (α_0 included), i.e. the uniform average of
-    the num_updates + 1 states the proxy trained under. It is a convex combination, so it stays on the
-    floored simplex.
+    ``average(end_step)`` weighs each α of ``history`` by the training steps the proxy took under it:
+    α_0 from step 0 to the first update, α_i from update i to update i + 1, the last α until ``end_step``
+    (the steps are those passed to ``step(..., at_step=)``). Without steps or ``end_step`` it is the plain
+    mean of ``history``. Either way a convex combination, so it stays on the floored simplex.
 
     On ``load_state_dict`` the trajectory is restored and the domain list must match; the
     hyperparameters (lr, update, min_weight, smoothing) are the ones this object was constructed with, so
@@ -163,6 +164,7 @@ class MixtureState:
         self._alpha = alpha
         self.history: list[torch.Tensor] = [alpha.clone()]
         self.deltas: list[torch.Tensor] = []
+        self.update_steps: list[int] = []  # the training step of each update (when the caller says it)
 
     # ---- reading α -------------------------------------------------------------------------------
     @property
@@ -178,23 +180,37 @@ class MixtureState:
         """α after the latest update (α_0 if none), (M,) float64."""
         return self._alpha.clone()
 
-    def average(self) -> torch.Tensor:
-        """Trajectory average ``mean(history)`` = (α_0 + α_1 + ... + α_n) / (n + 1), (M,) float64."""
-        return torch.stack(self.history).mean(dim=0)
+    def average(self, end_step: int | None = None) -> torch.Tensor:
+        """Trajectory average, (M,) float64: each α weighted by the steps trained under it (up to
+        ``end_step``) when every update's step is known, else (α_0 + α_1 + ... + α_n) / (n + 1).
 
-    def as_dict(self, which: str = "last") -> dict[str, float]:
-        """``{domain: α_m}`` for ``which`` in ``"last"`` / ``"average"``."""
+        Why: α_0 is used for K steps only (the first update comes at the end of the first probe), and
+        the last α for whatever is left of the run; a plain mean counts each as a full episode."""
+        history = torch.stack(self.history)
+        if end_step is None or not self.update_steps or len(self.update_steps) != self.num_updates:
+            return history.mean(dim=0)
+        bounds = [0, *self.update_steps, max(int(end_step), self.update_steps[-1])]
+        durations = torch.tensor([b - a for a, b in zip(bounds, bounds[1:])], dtype=torch.float64)
+        if float(durations.sum()) <= 0:  # every update at step 0
+            return history.mean(dim=0)
+        return (durations[:, None] * history).sum(dim=0) / durations.sum()
+
+    def as_dict(self, which: str = "last", end_step: int | None = None) -> dict[str, float]:
+        """``{domain: α_m}`` for ``which`` in ``"last"`` / ``"average"`` (``average(end_step)``)."""
         if which == "last":
             a = self.last()
         elif which == "average":
-            a = self.average()
+            a = self.average(end_step)
         else:
             raise TandemError(f"which: expected 'last' or 'average', got {which!r}")
         return {d: float(x) for d, x in zip(self.domains, a.tolist())}
 
     # ---- stepping α ------------------------------------------------------------------------------
-    def step(self, delta: torch.Tensor) -> torch.Tensor:
-        """One update of α with the hypergradient Δ, (M,) (a larger Δ_m lowers α_m). Returns the new α."""
+    def step(self, delta: torch.Tensor, at_step: int | None = None) -> torch.Tensor:
+        """One update of α with the hypergradient Δ, (M,) (a larger Δ_m lowers α_m), made at training step
+        ``at_step`` (for the time-weighted ``average``). Returns the new α."""
+        if at_step is not None and self.update_steps and at_step < self.update_steps[-1]:
+            raise TandemError(f"at_step: updates must come in step order, got {at_step} after {self.update_steps[-1]}")
         delta = _as_float64_vector(delta, "delta", len(self.domains))
         alpha = self._alpha
         if self.update == "projected_gradient":
@@ -211,6 +227,8 @@ class MixtureState:
         self._alpha = new
         self.history.append(new.clone())
         self.deltas.append(delta)
+        if at_step is not None:
+            self.update_steps.append(int(at_step))
         return new.clone()
 
     # ---- checkpointing ---------------------------------------------------------------------------
@@ -223,6 +241,7 @@ class MixtureState:
             "history": torch.stack(self.history).clone(),
             "deltas": torch.stack(self.deltas).clone() if self.deltas else torch.zeros((0, m), dtype=torch.float64),
             "num_updates": self.num_updates,
+            "update_steps": torch.tensor(self.update_steps, dtype=torch.int64),
             "lr": self.lr,
             "update": self.update,
             "min_weight": self.min_weight,
@@ -249,6 +268,8 @@ class MixtureState:
         self._alpha = weights.clone()
         self.history = [h.clone() for h in history]
         self.deltas = [d.clone() for d in deltas]
+        steps = [int(s) for s in torch.as_tensor(sd.get("update_steps", []), dtype=torch.int64).tolist()]
+        self.update_steps = steps if len(steps) == n else []  # a checkpoint from before steps were kept
 
 
 def _finite_float(x, name: str) -> float:

@@ -173,7 +173,7 @@ class TandemTokenizer(HuggingFaceBaseTokenizer, ModelTokenizer):
         bos_id, eos_id: from ``tokenizer_config.json`` (or ``generation_config.json``) next to the file.
         pad_id: the config's ``pad_token`` if it has one, else ``eos_id``.
         special_tokens: added-token string -> id.
-        max_seq_len: kept for ``tokenize_messages``; ``encode`` never truncates.
+        max_seq_len: the cut of ``tokenize_messages``; ``encode`` never truncates.
     """
 
     def __init__(
@@ -219,8 +219,13 @@ class TandemTokenizer(HuggingFaceBaseTokenizer, ModelTokenizer):
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
         return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
 
-    def tokenize_messages(self, messages, **kwargs):
-        raise NotImplementedError("chat formatting lands with the SFT recipe")
+    def tokenize_messages(self, messages, chat_format: str = "tandem", system_prompt: str | None = None):
+        """(ids, mask) of a user/assistant exchange (torchtune's ``ModelTokenizer`` interface), formatted as
+        the SFT recipe formats it (``data.chat_format``), cut to ``max_seq_len``; mask True = no loss."""
+        from tandem_components import sft_data  # sft_data's readers import this module's neighbours
+
+        fmt = sft_data.chat_format(chat_format, system_prompt)
+        return sft_data.tokenize_messages(self, messages, fmt, self.max_seq_len)
 
 
 def tandem_tokenizer(path: str, max_seq_len: int | None = None) -> TandemTokenizer:

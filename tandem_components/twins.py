@@ -20,14 +20,10 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from tandem_components.distributed import all_reduce_sum
+from tandem_components.distributed import all_reduce_sum, local_shard
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The local shard of a DTensor (FSDP2), or the tensor itself."""
-    return t.to_local() if hasattr(t, "to_local") else t
 
 
 @dataclass
@@ -43,9 +39,9 @@ class TwinModels:
     def sync(self) -> None:
         """w <- u: parameters, buffers and optimizer state, copied in place."""
         for p_ref, p_prx in zip(self.reference.parameters(), self.proxy.parameters(), strict=True):
-            _local(p_ref).copy_(_local(p_prx))
+            local_shard(p_ref).copy_(local_shard(p_prx))
         for b_ref, b_prx in zip(self.reference.buffers(), self.proxy.buffers(), strict=True):
-            _local(b_ref).copy_(_local(b_prx))
+            local_shard(b_ref).copy_(local_shard(b_prx))
         self._sync_optimizer_state()
 
     def _sync_optimizer_state(self) -> None:
@@ -63,7 +59,7 @@ class TwinModels:
                 continue
             for key, value in src.items():
                 if torch.is_tensor(value):
-                    _local(dst[key]).copy_(_local(value))
+                    local_shard(dst[key]).copy_(local_shard(value))
                 else:
                     dst[key] = copy.deepcopy(value)
 
@@ -76,7 +72,7 @@ class TwinModels:
         """
         total = torch.zeros((), dtype=torch.float64, device=next(self.proxy.parameters()).device)
         for p_ref, p_prx in zip(self.reference.parameters(), self.proxy.parameters(), strict=True):
-            total += (_local(p_ref).double() - _local(p_prx).double()).pow(2).sum()
+            total += (local_shard(p_ref).double() - local_shard(p_prx).double()).pow(2).sum()
         return float(all_reduce_sum(total).sqrt())
 
 

@@ -174,6 +174,25 @@ def test_history_average_and_last():
     assert mix.weights[0] != 5.0
 
 
+def test_the_average_weighs_each_alpha_by_the_steps_trained_under_it():
+    """Updates at steps 5 and 15 of a 20-step run: α_0 ran for 5 steps, α_1 for 10, α_2 for 5."""
+    mix = MixtureState(DOMAINS, initial=[0.4, 0.3, 0.2, 0.1], lr=0.05)
+    mix.step(torch.tensor([0.1, 0.0, -0.1, 0.2]), at_step=5)
+    mix.step(torch.tensor([-0.3, 0.1, 0.0, 0.0]), at_step=15)
+    a0, a1, a2 = mix.history
+    assert torch.allclose(mix.average(end_step=20), (5 * a0 + 10 * a1 + 5 * a2) / 20, atol=1e-15, rtol=0)
+    assert torch.allclose(mix.average(), (a0 + a1 + a2) / 3, atol=1e-15, rtol=0)  # no end: plain mean
+    assert mix.as_dict("average", end_step=20)["arxiv"] == float(mix.average(end_step=20)[0])
+    with pytest.raises(TandemError, match="step order"):
+        mix.step(torch.zeros(4), at_step=3)
+    untimed = MixtureState(DOMAINS, lr=0.05)  # steps not given: the plain mean, whatever end_step says
+    untimed.step(torch.tensor([0.1, 0.0, -0.1, 0.2]))
+    assert torch.equal(untimed.average(end_step=20), torch.stack(untimed.history).mean(dim=0))
+    resumed = MixtureState(DOMAINS, initial=[0.4, 0.3, 0.2, 0.1], lr=0.05)
+    resumed.load_state_dict(mix.state_dict())
+    assert resumed.update_steps == [5, 15] and torch.equal(resumed.average(end_step=20), mix.average(end_step=20))
+
+
 def test_state_dict_round_trip_through_weights_only_load():
     g = torch.Generator().manual_seed(4)
     kwargs = dict(lr=0.3, update="exponentiated_gradient", min_weight=0.01, smoothing=1e-3)

@@ -20,7 +20,8 @@ from tandem_components.tokenizer import (
     tokenizer_sha256,
     train_bpe,
 )
-from tandem_components.torchtune_api import config
+from tandem_components.sft_data import chat_format, decode, tokenize_messages
+from tandem_components.torchtune_api import Message, config
 from tests.conftest import EMBEDDED_DIR
 
 EMBEDDED_DOMAINS = ("code", "tech_docs", "reference", "books", "legal", "dialogue", "math")
@@ -114,13 +115,19 @@ def test_balanced_sample_takes_equal_bytes_capped_by_smallest_domain():
     assert sample["big"] == ["é" * 150]  # cut at a character boundary
 
 
-def test_builder_is_a_config_component_and_chat_is_not_yet(fixture_tokenizer_path):
+def test_builder_is_a_config_component_and_formats_chat_as_the_sft_recipe(fixture_tokenizer_path):
     component = "tandem_components.tokenizer.tandem_tokenizer"
     cfg = OmegaConf.create({"_component_": component, "path": str(fixture_tokenizer_path), "max_seq_len": 64})
     tokenizer = config.instantiate(cfg)
     assert isinstance(tokenizer, TandemTokenizer) and tokenizer.max_seq_len == 64
-    with pytest.raises(NotImplementedError, match="SFT recipe"):
-        tokenizer.tokenize_messages([])
+    messages = [Message(role="user", content="What is a tandem?"),
+                Message(role="assistant", content="A bicycle for two. " * 20)]
+    ids, mask = tokenizer.tokenize_messages(messages)
+    fmt = chat_format("tandem")
+    assert (ids, mask) == tokenize_messages(tokenizer, messages, fmt, max_len=64) and len(ids) == 64
+    prompt_len = mask.count(True)
+    assert decode(tokenizer, ids[:prompt_len]) == fmt.render_prompt("What is a tandem?")
+    assert mask == [True] * prompt_len + [False] * (64 - prompt_len)
 
 
 def test_copy_keeps_bytes_and_writes_config_for_generation_config_only_models(fixture_tokenizer_path, tmp_path):

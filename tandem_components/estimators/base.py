@@ -48,6 +48,10 @@ class HypergradientEstimator(ABC):
     def delta(self, probe_batch) -> torch.Tensor:
         """Δ, shape (M,) float64, identical on every rank (reduce across ranks before returning)."""
 
+    def diagnostics(self) -> dict[str, float]:
+        """Measures of the last Δ to log with it (e.g. TANDEM's ``delta_agreement``), name -> float."""
+        return {}
+
     def hyperparameters(self) -> dict[str, Any]:
         """Settings recorded in the mixture export's provenance."""
         return {}

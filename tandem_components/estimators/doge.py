@@ -60,20 +60,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tandem_components.distributed import all_reduce_sum, rank_and_world_size
+from tandem_components.distributed import all_reduce_sum, local_shard, rank_and_world_size
 from tandem_components.domain_loss import IGNORE_INDEX, DomainLosses, model_domain_losses
 from tandem_components.errors import TandemError
 from tandem_components.estimators.base import PerDomainSignalEstimator
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The local shard of a DTensor (FSDP2), or the tensor itself."""
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-def _rows(batch, rows: torch.Tensor):
-    """The sub-batch of ``batch`` (a ``loader.Batch``) at row indices ``rows``."""
-    return type(batch)(tokens=batch.tokens[rows], labels=batch.labels[rows], domain_ids=batch.domain_ids[rows])
 
 
 class DoGEEstimator(PerDomainSignalEstimator):
@@ -128,7 +118,7 @@ class DoGEEstimator(PerDomainSignalEstimator):
                 val = self.forward(self.proxy, self.val_batches(), self.num_domains)
                 val.mean.backward()
                 # keep the validation gradient by reference (no copy); the next backward allocates anew
-                val_grads = [None if p.grad is None else _local(p.grad).detach() for p in params]
+                val_grads = [None if p.grad is None else local_shard(p.grad).detach() for p in params]
                 device = val.mean.device
                 holders = self._domain_holders(probe_batch, device)
                 present = holders > 0
@@ -139,14 +129,14 @@ class DoGEEstimator(PerDomainSignalEstimator):
                         p.grad = None
                     rows = torch.nonzero(domain_ids == m).flatten()
                     if rows.numel() > 0:
-                        loss = self.forward(self.proxy, _rows(probe_batch, rows), self.num_domains).mean
+                        loss = self.forward(self.proxy, probe_batch.rows(rows), self.num_domains).mean
                     else:  # present on another rank only: take part in FSDP's collectives, contribute 0
                         loss = 0.0 * self.forward(self.proxy, probe_batch, self.num_domains).mean
                     loss.backward()
                     dot = torch.zeros((), dtype=torch.float64, device=device)
                     for p, g_val in zip(params, val_grads):
                         if p.grad is not None and g_val is not None:
-                            dot += torch.sum(_local(p.grad).double() * g_val.double())
+                            dot += torch.sum(local_shard(p.grad).double() * g_val.double())
                     dots[m] = dot * (world / holders[m].item())  # FSDP2 averaged over all W ranks
                 all_reduce_sum(dots)
         finally:

@@ -1,18 +1,28 @@
 """TANDEM's hypergradient: Δ_m = γ · (L^m(w_K) − L^m(u_K)).
 
 The reference w sees the validation data the proxy u does not (METHOD.md): at each of the K probing
-steps, after the proxy's step on the α-weighted train batch, w takes one step on
+steps, after the proxy's step on the α-weighted train batch, w steps on the *same* train batch (paired,
+so that the twins differ only by the validation signal) plus a validation batch, minimising
+β L_val(w) + γ L_train(α, w) (β = ``validation_weight``, 1 in the paper). How the two gradients are
+combined is ``reference_step`` ([project], METHOD.md "The reference's step"):
 
-    ∇ L_val(w) + γ ∇ L_train(α, w)
+- ``split`` (default): the train gradient takes exactly the proxy's step (same clipping, same AdamW
+  state, synced at each episode), then the validation gradient, clipped on its own, takes a step of
+  size lr_w · β / γ preconditioned by that AdamW's second moment (the proxy's curvature estimate).
+  With β = 0 the reference's steps are the proxy's bit for bit and Δ = 0 exactly. Why: under AdamW
+  and clipping a summed gradient is renormalised as a whole, so the reference takes about half a train
+  step and half a val step; Δ then carries a "w trained less on train" term that penalises the domains
+  with the largest α, whatever the validation data says.
+- ``joint``: one clipped AdamW step on ∇(β L_val + γ L_train), the paper's formula taken literally.
 
-on the *same* train batch (paired, so that the twins differ only by the validation signal) plus a
-validation batch. At step K both twins are evaluated on one paired probe batch (the same train tokens
-of every domain for both), per-domain loss sums and counts are all-reduced across ranks, and
+At step K both twins are evaluated on one paired probe batch (the same train tokens of every domain for
+both), per-domain loss sums and counts are all-reduced across ranks, and
 
     Δ_m = γ · (L^m(w) − L^m(u))
 
 A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
-A domain absent from the probe batch keeps its previous Δ (no NaN reaches α).
+A domain absent from the probe batch keeps its previous Δ (no NaN reaches α). Δ's noise is measured
+at every update: ``delta_agreement``, the centred cosine between the Δ of the probe batch's two halves.
 """
 
 from __future__ import annotations
@@ -21,10 +31,30 @@ from typing import Callable
 
 import torch
 
-from tandem_components.distributed import all_reduce_sum
+from tandem_components.distributed import all_reduce_sum, local_shard
 from tandem_components.domain_loss import DomainLosses, model_domain_losses
+from tandem_components.errors import TandemError
 from tandem_components.estimators.base import PerDomainSignalEstimator
 from tandem_components.twins import TwinModels
+
+#: mixture.reference_step: how the reference combines its train and validation gradients
+REFERENCE_STEPS = ("split", "joint")
+#: mixture.delta_scale: Δ as measured, or normalised by the lr of its probing steps (recipes/pretrain.py)
+DELTA_SCALES = ("none", "lr")
+
+
+def delta_agreement(a: torch.Tensor, b: torch.Tensor, present: torch.Tensor) -> float:
+    """cos(Δ, Δ̃) of two independent estimates (the paper's Figure 8 measure of Δ's noise), over the
+    domains both saw, each centred first: the simplex update ignores a shift shared by all domains, and
+    that shift (Δ is mostly negative for every domain) would make two pure-noise estimates look aligned.
+    1: the two halves of the probe agree on which domains to favour; ~0: Δ is mostly noise. NaN when
+    fewer than two domains are in both halves or a half is constant."""
+    a, b = a[present].double(), b[present].double()
+    if a.numel() < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    norm = a.norm() * b.norm()
+    return float(a @ b / norm) if norm > 0 else float("nan")
 
 
 class TandemEstimator(PerDomainSignalEstimator):
@@ -37,6 +67,8 @@ class TandemEstimator(PerDomainSignalEstimator):
         num_domains: int,
         gamma: float = 1.0,
         max_grad_norm: float | None = None,
+        reference_step: str = "split",
+        validation_weight: float = 1.0,
         forward: Callable[..., DomainLosses] = model_domain_losses,
         probe_micro_batch: int | None = None,
     ):
@@ -45,38 +77,102 @@ class TandemEstimator(PerDomainSignalEstimator):
         # tiny config): forwarding it in pieces keeps stage 1's peak memory near two models' worth.
         self.probe_micro_batch = probe_micro_batch
         self.twins = twins
+        if reference_step not in REFERENCE_STEPS:
+            raise TandemError(f"mixture.reference_step: expected one of {REFERENCE_STEPS}, got {reference_step!r}")
+        if reference_step == "split" and not gamma > 0:
+            raise TandemError(f"mixture.gamma: the split reference step needs γ > 0 (val step lr_w·β/γ), got {gamma}")
         self.gamma = float(gamma)
         self.max_grad_norm = max_grad_norm
+        self.reference_step = reference_step
+        self.validation_weight = float(validation_weight)
         self.forward = forward
+        self.agreement = float("nan")  # delta_agreement of the last update
 
     def begin_episode(self) -> None:
         self.twins.sync()
 
     def probe_step(self, train_batch, val_batch) -> dict[str, float]:
-        """One reference step on γ·L_train(α, w) + L_val(w)."""
+        """One reference step on β·L_val(w) + γ·L_train(α, w) (``reference_step`` says how)."""
+        if self.reference_step == "joint":
+            return self._joint_step(train_batch, val_batch)
+        reference, optimizer = self.twins.reference, self.twins.reference_optimizer
+        metrics = {}
+        val_grads = None
+        if self.validation_weight:  # the val gradient first, at the same w as the train gradient
+            val = self.forward(reference, val_batch, self.num_domains)
+            val.mean.backward()
+            self._clip(reference)
+            val_grads = [p.grad for p in reference.parameters()]
+            optimizer.zero_grad(set_to_none=True)
+            metrics["reference/val_loss"] = float(val.mean.detach())
+        train = self.forward(reference, train_batch, self.num_domains)  # exactly the proxy's step
+        train.mean.backward()
+        self._clip(reference)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if val_grads is not None:
+            self._preconditioned_step(val_grads, self.validation_weight / self.gamma)
+        metrics["reference/train_loss"] = float(train.mean.detach())
+        return metrics
+
+    def _joint_step(self, train_batch, val_batch) -> dict[str, float]:
         reference, optimizer = self.twins.reference, self.twins.reference_optimizer
         train = self.forward(reference, train_batch, self.num_domains)
         val = self.forward(reference, val_batch, self.num_domains)
-        loss = val.mean + self.gamma * train.mean
+        loss = self.validation_weight * val.mean + self.gamma * train.mean
         loss.backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(reference.parameters(), self.max_grad_norm)
+        self._clip(reference)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return {"reference/train_loss": float(train.mean.detach()), "reference/val_loss": float(val.mean.detach())}
 
+    def _clip(self, model) -> None:
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+
+    @torch.no_grad()
+    def _preconditioned_step(self, grads, scale: float) -> None:
+        """w -= lr_w · scale · g / (sqrt(v̂) + eps), v̂ the reference AdamW's bias-corrected second moment
+        (a plain lr_w · scale · g step for an optimizer without one). Shard-local under FSDP2."""
+        optimizer = self.twins.reference_optimizer
+        grad_of = dict(zip(self.twins.reference.parameters(), grads))
+        for group in optimizer.param_groups:
+            lr, eps = group["lr"], group.get("eps", 0.0)
+            beta2 = group["betas"][1] if "betas" in group else None
+            for p in group["params"]:
+                g = grad_of.get(p)
+                if g is None:
+                    continue
+                state = optimizer.state.get(p, {})
+                if beta2 is not None and "exp_avg_sq" in state:
+                    step = float(state["step"])
+                    denom = (local_shard(state["exp_avg_sq"]) / (1 - beta2**step)).sqrt_().add_(eps)
+                    local_shard(p).addcdiv_(local_shard(g), denom, value=-lr * scale)
+                else:
+                    local_shard(p).add_(local_shard(g), alpha=-lr * scale)
+
     @torch.no_grad()
     def delta(self, probe_batch) -> torch.Tensor:
-        stats = 0  # rows: reference loss sums, proxy loss sums, token counts (per domain)
-        for chunk in probe_batch.chunks(self.probe_micro_batch or probe_batch.tokens.shape[0]):
-            ref = self.forward(self.twins.reference, chunk, self.num_domains)
-            prx = self.forward(self.twins.proxy, chunk, self.num_domains)
-            stats = stats + torch.stack([ref.sums, prx.sums, ref.counts])
-        # One collective for all three vectors; every rank then holds the same global sums.
-        stats = all_reduce_sum(stats)
-        ref_sums, prx_sums, counts = stats.cpu().unbind(0)
+        """Δ on the whole probe batch; also measures its noise as the agreement of two halves (below)."""
+        halves = []  # per half (alternate rows: each domain's sequences split evenly): rows of
+        for rows in (slice(0, None, 2), slice(1, None, 2)):  # reference sums, proxy sums, token counts
+            stats = torch.zeros(3, self.num_domains, dtype=torch.float64, device=probe_batch.tokens.device)
+            for chunk in probe_batch.rows(rows).chunks(self.probe_micro_batch or probe_batch.tokens.shape[0]):
+                ref = self.forward(self.twins.reference, chunk, self.num_domains)
+                prx = self.forward(self.twins.proxy, chunk, self.num_domains)
+                stats = stats + torch.stack([ref.sums, prx.sums, ref.counts]).double()
+            halves.append(stats)
+        # One collective for both halves; every rank then holds the same global sums.
+        halves = all_reduce_sum(torch.stack(halves)).cpu()
+        ref_sums, prx_sums, counts = halves.sum(0).unbind(0)
+        half_deltas = self.gamma * (halves[:, 0] - halves[:, 1]) / halves[:, 2]
+        self.agreement = delta_agreement(half_deltas[0], half_deltas[1], present=(halves[:, 2] > 0).all(0))
         return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0)
 
+    def diagnostics(self) -> dict[str, float]:
+        return {"delta_agreement": self.agreement}
+
     def hyperparameters(self) -> dict:
-        return {"gamma": self.gamma}
+        return {"gamma": self.gamma, "reference_step": self.reference_step,
+                "validation_weight": self.validation_weight}
 
