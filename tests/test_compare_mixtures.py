@@ -109,6 +109,10 @@ def test_config_overrides_deletions_and_run_plan(tmp_path):
     assert {"mixture.weights=uniform", "mixture.weights_from=null"} <= set(s2_uniform["overrides"])
     assert all(cm.VAL_EVAL_ALL not in r["overrides"] for r in runs)  # split=test: the recipes' own eval
 
+    variant = cm.load_config(_harness_yaml(tmp_path, learners={"tandem_joint": ["mixture.learner=tandem", "k=v"]}))
+    s1 = cm.plan_runs(variant, tmp_path / "out")[0]  # a variant names its learner itself
+    assert [o for o in s1["overrides"] if o.startswith("mixture.learner=")] == ["mixture.learner=tandem"]
+
 
 def test_the_val_table_evaluates_the_whole_val_split_in_stage_2_only(tmp_path):
     """split=val is the table for choosing settings: stage 2 evaluates every val window and the report
