@@ -410,11 +410,13 @@ class PretrainRecipe:
                 metrics = {"train/loss": loss, "lr": lr}
                 if learning and k < self.probe_steps:
                     metrics.update(self.estimator.probe_step(batch, next(self.val_iter).to(self.device)))
-                if learning and k == self.probe_steps - 1:
+                updated = learning and k == self.probe_steps - 1
+                if updated:
                     metrics.update(self._update_mixture(step))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
-                if self.metric_logger is not None and (step % self.log_every == 0 or step == self.max_steps):
+                # every α update is logged (its step need not be a multiple of log_every_n_steps)
+                if self.metric_logger is not None and (updated or step % self.log_every == 0 or step == self.max_steps):
                     elapsed = time.perf_counter() - start
                     metrics["tokens_per_second"] = tokens_per_step * (step - self.start_step) / max(elapsed, 1e-9)
                     self.metric_logger.log_dict(metrics, step=step)

@@ -6,7 +6,8 @@
 - With ``target_weights`` on one domain only, that domain ends above 1/M (TANDEM and DoGE: the learners
   that read validation data; DoReMi has no validation target).
 
-The corpora are the small real-text fixture corpus (code, legal, tech_docs) plus the extra domain,
+Known answers the learners miss today are strict xfails naming the measured value (issue 11 is
+where the method is fixed until they pass). The corpora are the small real-text fixture corpus (code, legal, tech_docs) plus the extra domain,
 tokenized with the fixture BPE.
 """
 
@@ -66,6 +67,11 @@ def corpora(fixture_corpus, fixture_tokenizer_path, tmp_path_factory):
     }
 
 
+def _open(learner: str, reason: str):
+    """A known answer this learner misses today (issue 11): strict, so the test fails once it is found."""
+    return pytest.param(learner, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
 def _learn(learner, shards, out, monkeypatch, *extra) -> dict[str, float]:
     assert 0 == run_in_process(
         "pretrain", STAGE1, *TINY, f"data.shards={shards}", f"output_dir={out}", *SHORT, *LEARNERS[learner],
@@ -75,14 +81,23 @@ def _learn(learner, shards, out, monkeypatch, *extra) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner", list(LEARNERS))
+@pytest.mark.parametrize("learner", [
+    _open("tandem", "α_noise 0.29 > 0.125: the val target includes the noise domain, whose unigram "
+                    "statistics are still being learned, so Δ favours it (measured 2026-12-03)"),
+    "doremi",
+    _open("doge", "α_noise 0.22 > 0.125 (measured 2026-12-03)"),
+])
 def test_a_domain_of_random_characters_ends_below_half_of_uniform(learner, corpora, tmp_path, monkeypatch):
     alpha = _learn(learner, corpora["noise"], tmp_path / "run", monkeypatch)
     assert alpha["noise"] < 1 / (2 * len(alpha)), alpha
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner", list(LEARNERS))
+@pytest.mark.parametrize("learner", [
+    _open("tandem", "copies 0.445 vs single 0.313 (x1.42): α stays near its uniform start (measured 2026-12-03)"),
+    _open("doremi", "copies 0.451 vs single 0.136 (x3.3) (measured 2026-12-03)"),
+    _open("doge", "copies 0.424 vs single 0.247 (x1.71) (measured 2026-12-03)"),
+])
 def test_a_duplicated_domain_and_its_twin_share_the_single_domains_weight(learner, corpora, tmp_path, monkeypatch):
     single = _learn(learner, corpora["base"], tmp_path / "single", monkeypatch)["code"]
     twice = _learn(learner, corpora["duplicate"], tmp_path / "twice", monkeypatch)

@@ -121,13 +121,15 @@ def test_builder_is_a_config_component_and_formats_chat_as_the_sft_recipe(fixtur
     tokenizer = config.instantiate(cfg)
     assert isinstance(tokenizer, TandemTokenizer) and tokenizer.max_seq_len == 64
     messages = [Message(role="user", content="What is a tandem?"),
-                Message(role="assistant", content="A bicycle for two. " * 20)]
+                Message(role="assistant", content="A bicycle for two.")]
     ids, mask = tokenizer.tokenize_messages(messages)
     fmt = chat_format("tandem")
-    assert (ids, mask) == tokenize_messages(tokenizer, messages, fmt, max_len=64) and len(ids) == 64
+    assert (ids, mask) == tokenize_messages(tokenizer, messages, fmt, max_len=64) and len(ids) < 64
     prompt_len = mask.count(True)
     assert decode(tokenizer, ids[:prompt_len]) == fmt.render_prompt("What is a tandem?")
-    assert mask == [True] * prompt_len + [False] * (64 - prompt_len)
+    assert mask == [True] * prompt_len + [False] * (len(ids) - prompt_len)
+    long = [messages[0], Message(role="assistant", content="A bicycle for two. " * 20)]
+    assert len(tokenizer.tokenize_messages(long)[0]) == 64  # max_seq_len: the recipe's truncation
 
 
 def test_copy_keeps_bytes_and_writes_config_for_generation_config_only_models(fixture_tokenizer_path, tmp_path):

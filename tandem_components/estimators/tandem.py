@@ -8,7 +8,8 @@ combined is ``reference_step`` ([project], METHOD.md "The reference's step"):
 
 - ``split`` (default): the train gradient takes exactly the proxy's step (same clipping, same AdamW
   state, synced at each episode), then the validation gradient, clipped on its own, takes a step of
-  size lr_w · β / γ preconditioned by that AdamW's second moment (the proxy's curvature estimate).
+  size lr_w · β / γ preconditioned by that AdamW's second moment (the proxy's curvature estimate),
+  each coordinate's step at most lr_w · β / γ.
   With β = 0 the reference's steps are the proxy's bit for bit and Δ = 0 exactly. Why: under AdamW
   and clipping a summed gradient is renormalised as a whole, so the reference takes about half a train
   step and half a val step; Δ then carries a "w trained less on train" term that penalises the domains
@@ -132,8 +133,8 @@ class TandemEstimator(PerDomainSignalEstimator):
 
     @torch.no_grad()
     def _preconditioned_step(self, grads, scale: float) -> None:
-        """w -= lr_w · scale · g / (sqrt(v̂) + eps), v̂ the reference AdamW's bias-corrected second moment
-        (a plain lr_w · scale · g step for an optimizer without one). Shard-local under FSDP2."""
+        """w -= lr_w · scale · clamp(g / (sqrt(v̂) + eps), -1, 1), v̂ the reference AdamW's bias-corrected
+        second moment (a plain lr_w · scale · g step for an optimizer without one). Shard-local under FSDP2."""
         optimizer = self.twins.reference_optimizer
         grad_of = dict(zip(self.twins.reference.parameters(), grads))
         for group in optimizer.param_groups:
@@ -147,7 +148,10 @@ class TandemEstimator(PerDomainSignalEstimator):
                 if beta2 is not None and "exp_avg_sq" in state:
                     step = float(state["step"])
                     denom = (local_shard(state["exp_avg_sq"]) / (1 - beta2**step)).sqrt_().add_(eps)
-                    local_shard(p).addcdiv_(local_shard(g), denom, value=-lr * scale)
+                    # clamped: v̂ holds the train gradients only, and where they are ~0 (embeddings of
+                    # tokens absent from the train batches) g_val / sqrt(v̂) is unbounded; |Adam's step|
+                    # is about lr per coordinate, so the val step is held to that too
+                    local_shard(p).add_((local_shard(g) / denom).clamp_(-1.0, 1.0), alpha=-lr * scale)
                 else:
                     local_shard(p).add_(local_shard(g), alpha=-lr * scale)
 
