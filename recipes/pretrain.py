@@ -358,7 +358,7 @@ class PretrainRecipe:
         """1, or with ``mixture.delta_scale: lr`` the peak lr over the mean lr of the K probing steps that
         ended at ``step`` (at most DELTA_SCALE_MAX). Why: Δ is a loss difference after K optimizer steps,
         so it shrinks with their lr; under a cosine schedule to 0 α would stop learning halfway."""
-        if self.delta_scale != "lr":
+        if self.delta_scale != "lr" or self.learner != "tandem":  # DoReMi's and DoGE's Δ are not step sizes
             return 1.0
         schedule = self.lr_scheduler.lr_lambdas[0]  # the proxy's step s runs at peak * schedule(s - 1)
         mean = sum(schedule(s - 1) for s in range(step - self.probe_steps + 1, step + 1)) / self.probe_steps

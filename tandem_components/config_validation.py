@@ -130,7 +130,7 @@ SCHEMA: dict[str, Any] = {
         "reference_step": Key(str, choices=REFERENCE_STEPS),
         "validation_weight": Key(NUMBER, minimum=0),  # weight of L_val in the reference (0: Δ = 0 exactly)
         # none | lr: Δ divided by the mean lr multiplier of its K probing steps (α keeps learning while the
-        # schedule decays; TANDEM only: its Δ is a loss difference after K steps)
+        # schedule decays; TANDEM only, like gamma: its Δ is a loss difference after K steps; others ignore it)
         "delta_scale": Key(str, choices=DELTA_SCALES),
         "lr": Key(NUMBER, above=0),  # lr_α
         "update": Key(str, choices=UPDATES),
@@ -503,9 +503,6 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus, world_size: int =
         raise TandemError(f"{source}: weight of {low} below mixture.min_weight={min_weight}")
     if LEARNERS[mix["learner"]].uses_validation_batches:
         resolve_target_weights(mix.get("target_weights"), domains)
-    if mix.get("delta_scale", "none") != "none" and mix["learner"] != "tandem":
-        raise TandemError(f"mixture.delta_scale: {mix['delta_scale']!r} applies to learner tandem only (its Δ is a "
-                          f"loss difference after K steps at the schedule's lr), got learner {mix['learner']!r}")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -126,6 +126,18 @@ def test_the_val_table_evaluates_the_whole_val_split_in_stage_2_only(tmp_path):
     assert cm.SPLIT_FILES["val"] == "eval.json"
 
 
+def test_the_val_override_is_a_config_the_recipe_accepts(embedded_shards):
+    """VAL_EVAL_ALL goes through the recipe's config check (a null here once failed every stage-2 run)."""
+    from omegaconf import OmegaConf
+
+    from tandem_components.config_validation import validate_pretrain_config
+
+    cfg = OmegaConf.merge(OmegaConf.load(REPO_ROOT / "configs/pretrain/tiny_stage2.yaml"),
+                          OmegaConf.from_dotlist([*TINY, f"data.shards={embedded_shards}", "mixture.weights_from=null",
+                                                  "mixture.weights=uniform", cm.VAL_EVAL_ALL]))
+    validate_pretrain_config(cfg)
+
+
 @pytest.mark.parametrize(
     "extra, overrides, match",
     [

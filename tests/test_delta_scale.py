@@ -15,6 +15,12 @@ from tests.recipe_runner import REPO_ROOT, TINY, run_in_process
 STAGE1 = "configs/pretrain/tiny_stage1.yaml"
 
 
+def test_other_learners_ignore_it(embedded_shards, tmp_path, monkeypatch):
+    """DoGE on the same stage-1 config (delta_scale: lr): its Δ is a gradient alignment, not scaled."""
+    rows = _trajectory(embedded_shards, tmp_path / "doge", monkeypatch, "mixture.learner=doge")
+    assert rows and all(row["delta_scale"] == 1.0 for row in rows)
+
+
 def _trajectory(shards, out, monkeypatch, *extra):
     assert 0 == run_in_process(
         "pretrain", STAGE1, *TINY, f"data.shards={shards}", f"output_dir={out}", "max_steps=24",
@@ -25,7 +31,7 @@ def _trajectory(shards, out, monkeypatch, *extra):
 
 
 def test_delta_is_divided_by_the_lr_of_its_probing_steps(embedded_shards, tmp_path, monkeypatch):
-    plain = _trajectory(embedded_shards, tmp_path / "plain", monkeypatch)
+    plain = _trajectory(embedded_shards, tmp_path / "plain", monkeypatch, "mixture.delta_scale=none")
     scaled = _trajectory(embedded_shards, tmp_path / "scaled", monkeypatch, "mixture.delta_scale=lr")
     assert all(row["delta_scale"] == 1.0 for row in plain)
     scales = [row["delta_scale"] for row in scaled]
@@ -44,9 +50,7 @@ def _config(shards, *overrides):
                            OmegaConf.from_dotlist([*TINY, f"data.shards={shards}", *overrides]))
 
 
-def test_delta_scale_is_a_tandem_option(embedded_shards):
+def test_delta_scale_is_checked(embedded_shards):
     validate_pretrain_config(_config(embedded_shards, "mixture.delta_scale=lr"))
-    with pytest.raises(TandemError, match="mixture.delta_scale: 'lr' applies to learner tandem only"):
-        validate_pretrain_config(_config(embedded_shards, "mixture.learner=doge", "mixture.delta_scale=lr"))
     with pytest.raises(TandemError, match="mixture.delta_scale"):
         validate_pretrain_config(_config(embedded_shards, "mixture.delta_scale=yes"))

@@ -118,7 +118,7 @@ def run_episodes(fsdp: bool, chunked: bool) -> dict:
     torch.manual_seed(0)
     twins = build_twins(tiny_decoder, adamw(3e-3), adamw(3e-3), prepare=make_prepare(device="cpu", fsdp=fsdp))
     estimator = TandemEstimator(twins, NUM_DOMAINS, gamma=1.0, max_grad_norm=1.0, forward=forward)
-    mixture = MixtureState(["a", "b"], lr=0.5)  # α stays inside the simplex
+    mixture = MixtureState(["a", "b"], lr=0.1)  # α stays inside the simplex
     loader = WeightedDomainLoader(domains, [0.5, 0.5], GLOBAL_BATCH, SEQ, seed=0)  # global batch, 1 stream
     train = iter(loader)
     val = iter(WeightedDomainLoader(domains, [1.0, 0.0], GLOBAL_BATCH, SEQ, seed=1))
