@@ -9,7 +9,7 @@
 Each known answer is posed as one problem written two ways, so that only the learner can get it wrong:
 - The random domain is left out of ``target_weights`` for TANDEM and DoGE. With the default uniform
   target its own val split is part of L_val, and learning its character statistics lowers L_val: TANDEM
-  then keeps it near uniform (average 0.25-0.28 over seeds 0-2 after 300 steps), which is that
+  then keeps it near uniform (trajectory average 0.25-0.29 over seeds 0-2 after 300 steps), which is that
   objective's answer, not a defect.
 - The duplicate run splits the single domain's α_0, target weight and DoReMi reference weight in half
   between the copies. With uniform settings over names the duplicate would count its data twice in the
