@@ -25,14 +25,17 @@ skipped, so an interrupted comparison resumes where it stopped and an edited con
 ``--force`` redoes everything. A failed run stops the harness with its stderr.
 
 Every figure of the table is per-domain **test** perplexity (``eval_test.json``): no method reads the test
-split. ``split=val`` makes it the whole **val** split instead (stage 2 evaluates every val window): that is
-the table for choosing a setting (a learner option, a hyperparameter), whose figures are never reported
-as results; the chosen setting is then compared on test. Each seed sets both the model initialisation and the data sampling order of its runs.
+split. ``split=val`` makes it the whole **val** split instead (stage 2 evaluates every val window, or every
+val example in SFT): that is the table for choosing a setting (a learner option, a hyperparameter), whose
+figures are never reported as results; the chosen setting is then compared on test. ``score=loss`` ranks by
+the per-domain loss instead of perplexity (SFT's figure, as in the paper's Table 3). Each seed sets both
+the model initialisation and the data sampling order of its runs.
 
 Writes to ``<out>/`` (atomically): ``results.json`` (every raw number), ``results.md`` (per-domain
-held-out perplexity per method, mean ± std over seeds; the average and its ratio to uniform's; stage-1
-wall time; the learned mixtures) and ``mixtures.png`` (the mixtures side by side per domain, as the
-paper's Figure 5). Harness overrides use OmegaConf's dotlist syntax (``seeds=[0]``,
+held-out score per method, mean ± standard error over seeds; the average and its ratio to uniform's; the
+gap between uniform and the best fixed mixture; stage-1 wall time; for SFT the task metric per category;
+the learned mixtures), ``mixtures.png`` (the mixtures side by side per domain, as the paper's Figure 5)
+and ``scores.png`` (the score per domain and method). Harness overrides use OmegaConf's dotlist syntax (``seeds=[0]``,
 ``stage1_overrides=[max_steps=50]``) and ``~key`` deletes a key (``~learners.doge``). Another corpus is
 one override: ``'common_overrides=[data.shards=<prepared dir>,model.vocab_size=<its vocab>]'``.
 """
@@ -77,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": None,
     "nproc_per_node": 1,
     "split": "test",  # test: the table of results | val: the table for choosing settings
+    "score": "perplexity",  # what the table ranks by: per-domain perplexity | loss (nats/token; SFT's figure)
     "notes": {},  # method -> one sentence printed under the table (e.g. how a learner deviates from its paper)
 }
 #: files every finished recipe run leaves in its output_dir (summary.json is written last)
@@ -92,7 +96,12 @@ STDERR_TAIL_CHARS = 4000
 UNIFORM = "uniform"
 #: the evaluation file of each split a stage-2 run writes (val: the whole val split with VAL_EVAL_ALL)
 SPLIT_FILES = {"test": "eval_test.json", "val": "eval.json"}
-VAL_EVAL_ALL = "eval.windows_per_domain=1000000000"  # more than any split has: every window
+#: the stage-2 override that makes eval.json cover the whole val split, per recipe (more than any split has)
+VAL_EVAL_ALL = "eval.windows_per_domain=1000000000"
+VAL_EVAL_ALL_BY_RECIPE = {"sft": "eval.examples_per_category=1000000000"}
+#: per category, the task metric of an SFT run (greedy decoding of test prompts), read when present
+SFT_TABLE = "sft_eval.json"
+SCORES = {"perplexity": "ppl", "loss": "nats"}  # score -> its unit in the rankings
 
 
 class HarnessError(Exception):
@@ -184,6 +193,8 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
         raise HarnessError(f"nproc_per_node: expected an integer >= 1, got {nproc!r}")
     if cfg["split"] not in SPLIT_FILES:
         raise HarnessError(f"split: expected 'test' or 'val', got {cfg['split']!r}")
+    if cfg["score"] not in SCORES:
+        raise HarnessError(f"score: expected one of {sorted(SCORES)}, got {cfg['score']!r}")
     if cfg["use"] not in ("average", "last"):
         raise HarnessError(f"use: expected 'average' or 'last', got {cfg['use']!r}")
     cfg["learners"], cfg["fixed_baselines"] = learners, list(baselines)
@@ -242,7 +253,7 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             else:
                 source = None
                 mixture = baseline_overrides(name)
-            whole_val = [VAL_EVAL_ALL] if cfg["split"] == "val" else []
+            whole_val = [val_eval_all(cfg["recipe"])] if cfg["split"] == "val" else []
             runs.append({
                 "stage": 2, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
                 "weights_from": source,
@@ -250,6 +261,11 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
                               *mixture, f"seed={seed}", f"output_dir={run_dir}"],
             })
     return runs
+
+
+def val_eval_all(recipe: str) -> str:
+    """The override by which ``recipe`` evaluates its whole val split into eval.json."""
+    return VAL_EVAL_ALL_BY_RECIPE.get(recipe, VAL_EVAL_ALL)
 
 
 def _learner_key(name: str, extra: Sequence[str]) -> list[str]:
@@ -432,14 +448,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     return mean_std(diffs)[0], standard_error(diffs)
 
 
-def ranking_verdict(name: str, values: Sequence[float], other: str, other_values: Sequence[float]) -> str:
+def ranking_verdict(name: str, values: Sequence[float], other: str, other_values: Sequence[float],
+                    unit: str = "ppl") -> str:
     """One sentence: is ``name`` better or worse than ``other`` beyond two standard errors of the difference?"""
     diff, se = paired_difference(values, other_values)
+    digits = 2 if unit == "ppl" else 4
     if len(values) < 2:
-        return f"{name} vs {other}: {diff:+.2f} ppl on one seed: no ranking can be claimed."
+        return f"{name} vs {other}: {diff:+.{digits}f} {unit} on one seed: no ranking can be claimed."
     beyond = abs(diff) > 2 * se
     word = "better" if diff < 0 else "worse"
-    return (f"{name} vs {other}: {diff:+.2f} ± {se:.2f} ppl (paired by seed, ± 1 SE): {name} is {word}"
+    return (f"{name} vs {other}: {diff:+.{digits}f} ± {se:.{digits}f} {unit} (paired by seed, ± 1 SE): {name} is {word}"
             + (" beyond two standard errors." if beyond else ", but NOT beyond two standard errors (no ranking)."))
 
 
@@ -448,6 +466,11 @@ def ratio_to(values: Sequence[float], reference: Sequence[float] | None) -> floa
     if not values or not reference:
         return None
     return mean_std(values)[0] / mean_std(reference)[0]
+
+
+def score_of(method: Mapping[str, Any], score: str) -> tuple[Mapping[str, list[float]], list[float]]:
+    """(per domain, average) of the figure the table ranks by: ``perplexity`` or ``loss``, lists over seeds."""
+    return method[score], method[f"average_{score}"]
 
 
 def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -463,13 +486,17 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
         evaluation = json.loads((run_dir / SPLIT_FILES[cfg["split"]]).read_text(encoding="utf-8"))
         marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8")) if (run_dir / MARKER).is_file() else {}
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        sft_rows = run_dir / SFT_TABLE
+        task = ({r["category"]: {"metric": r["metric"], "value": r["value"]}
+                 for r in json.loads(sft_rows.read_text(encoding="utf-8")) if r.get("metric")}
+                if sft_rows.is_file() else {})
         # stage 1: the mixture it learned (as stage 2 uses it); stage 2: the fixed α it trained on
         weights, doc = read_mixture_export(run_dir / "mixture.yaml", use=cfg["use"] if run["stage"] == 1 else "last")
         domains = domains or list(evaluation["domains"])
         raw_runs.append({
             "stage": run["stage"], "method": run["method"], "seed": run["seed"], "output_dir": str(run_dir),
             "status": run.get("status"), "harness_seconds": run.get("seconds"),
-            "eval": evaluation, "summary": summary, "mixture": weights,
+            "eval": evaluation, "summary": summary, "mixture": weights, "task_metric": task,
             "num_updates": (doc.get("provenance") or {}).get("num_updates"),
             "machine": marker.get("machine"), "other_cpu_fraction": marker.get("other_cpu_fraction"),
             "run_seconds": marker.get("seconds"),
@@ -484,26 +511,33 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "seeds": [r["seed"] for r in final],
             "perplexity": {d: [r["eval"]["domains"][d]["perplexity"] for r in final] for d in domains},
             "average_perplexity": [r["eval"]["mean_perplexity"] for r in final],
+            "loss": {d: [r["eval"]["domains"][d]["loss"] for r in final] for d in domains},
             "average_loss": [r["eval"]["mean_loss"] for r in final],
+            # SFT: the task metric of greedy answers to test prompts, per category (exact match / ROUGE-L)
+            "task_metric": {d: [r["task_metric"][d]["value"] for r in final] for d in domains
+                            if final and all(d in r["task_metric"] for r in final)},
+            "task_metric_name": {d: final[0]["task_metric"][d]["metric"] for d in domains
+                                 if final and d in final[0]["task_metric"]},
             "stage1_wall_time_s": [r["summary"]["wall_time_s"] for r in learn],
             "stage1_num_updates": [r["num_updates"] for r in learn],
             "mixture": {d: [r["mixture"][d] for r in final] for d in domains},
         }
-    uniform = per_method.get(UNIFORM, {}).get("average_perplexity")
-    fixed = {n: mean_std(m["average_perplexity"])[0] for n, m in per_method.items() if m["kind"] == "fixed"}
+    score, unit = cfg.get("score", "perplexity"), SCORES[cfg.get("score", "perplexity")]
+    average = {n: score_of(m, score)[1] for n, m in per_method.items()}
+    uniform = average.get(UNIFORM)
+    fixed = {n: mean_std(average[n])[0] for n, m in per_method.items() if m["kind"] == "fixed"}
     best_fixed = min(fixed, key=fixed.get) if fixed else None
     verdicts = []
     if best_fixed is not None:
         if uniform and best_fixed != UNIFORM:
-            verdicts.append(ranking_verdict(best_fixed, per_method[best_fixed]["average_perplexity"], UNIFORM, uniform))
+            verdicts.append(ranking_verdict(best_fixed, average[best_fixed], UNIFORM, uniform, unit))
         for name, m in per_method.items():
             if m["kind"] == "learned":
-                verdicts.append(ranking_verdict(name, m["average_perplexity"], best_fixed,
-                                                per_method[best_fixed]["average_perplexity"]))
+                verdicts.append(ranking_verdict(name, average[name], best_fixed, average[best_fixed], unit))
     others = [r["other_cpu_fraction"] for r in raw_runs if r.get("other_cpu_fraction") is not None]
     warnings = []
     for name, m in per_method.items():
-        m["ratio_to_uniform"] = ratio_to(m["average_perplexity"], uniform)
+        m["ratio_to_uniform"] = ratio_to(average[name], uniform)
         if m["kind"] == "learned" and any(not n for n in m["stage1_num_updates"]):
             warnings.append(
                 f"{name}: stage 1 made no mixture update in some seed (num_updates "
@@ -520,19 +554,23 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
 def format_results_md(results: Mapping[str, Any]) -> str:
     """The Markdown report: the perplexity table (mean ± std over seeds) and the mixtures table."""
     domains, methods, cfg = results["domains"], results["methods"], results["config"]
-    averages = {n: mean_std(m["average_perplexity"])[0] for n, m in methods.items() if m["average_perplexity"]}
+    score = cfg.get("score", "perplexity")
+    digits = 2 if score == "perplexity" else 4
+    scores = {n: score_of(m, score) for n, m in methods.items()}
+    averages = {n: mean_std(avg)[0] for n, (_, avg) in scores.items() if avg}
     best = min(averages, key=averages.get) if averages else None
     seeds = sorted({s for m in methods.values() for s in m["seeds"]})
     best_fixed = results.get("best_fixed")
     split = cfg.get("split", "test")
-    label = ("**test** perplexity (the split no method reads)" if split == "test" else
-             "**val** perplexity (whole val split: the table for choosing settings; its figures are not results, "
+    figure = "perplexity" if score == "perplexity" else "loss (nats/token)"
+    label = (f"**test** {figure} (the split no method reads)" if split == "test" else
+             f"**val** {figure} (whole val split: the table for choosing settings; its figures are not results, "
              "and the learners read this split)")
     gap = ""
-    if best_fixed and UNIFORM in methods and methods[best_fixed]["average_perplexity"]:
+    if best_fixed and UNIFORM in methods and scores[best_fixed][1]:
         ratio = methods[best_fixed]["ratio_to_uniform"]
         gap = (f"**Gap between uniform and the best fixed mixture ({best_fixed}): "
-               f"{100 * (1 - ratio):.1f}% of {split} perplexity** (ratio {ratio:.3f}). ")
+               f"{100 * (1 - ratio):.1f}% of {split} {score}** (ratio {ratio:.3f}). ")
     other = results.get("max_other_cpu_fraction")
     shared = "unknown" if other is None else ("yes" if other > BUSY_OTHER_CPU else "no")
     lines = [
@@ -541,19 +579,20 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         gap + f"Per-domain {label} of the stage-2 model trained on each "
         f"mixture (recipe `recipes/{cfg['recipe']}.py`, `{cfg['stage2_config']}`), mean ± standard error over "
         f"seeds {seeds}; a seed sets both the model initialisation and the sampling order. Learned mixtures come "
-        f"from `{cfg['stage1_config']}` (export weights: `{cfg['use']}`). 'ratio' = mean average perplexity / "
+        f"from `{cfg['stage1_config']}` (export weights: `{cfg['use']}`). 'ratio' = mean average {score} / "
         f"uniform's (< 1 is better than uniform). Best average in bold.",
         "",
         "| method | " + " | ".join(domains) + " | average | ratio | stage-1 time (s) |",
         "|---|" + "---:|" * (len(domains) + 3),
     ]
     for name, m in methods.items():
-        avg = format_mean_std(m["average_perplexity"])
+        per_domain, average = scores[name]
+        avg = format_mean_std(average, digits)
         if name == best:
             avg = f"**{avg}**"
         ratio = "—" if m["ratio_to_uniform"] is None else f"{m['ratio_to_uniform']:.3f}"
         wall = format_mean_std(m["stage1_wall_time_s"], digits=1) if m["kind"] == "learned" else "—"
-        cells = [format_mean_std(m["perplexity"][d]) for d in domains]
+        cells = [format_mean_std(per_domain[d], digits) for d in domains]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {ratio} | {wall} |")
     for name, reason in (results.get("rejected") or {}).items():
         lines.append(f"| {name} | " + " | ".join("—" for _ in domains) + " | not run: infeasible here (see below) | — | — |")
@@ -565,8 +604,9 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         lines += ["", f"{name} was not run: the recipe rejected it in this regime: {reason}"]
     for name, note in (cfg.get("notes") or {}).items():
         lines += ["", f"Note on {name}: {note}"]
+    lines += _task_metric_lines(results)
     if results.get("verdicts"):
-        lines += ["", f"## Rankings ({split} perplexity, beyond the seed noise?)", ""]
+        lines += ["", f"## Rankings ({split} {score}, beyond the seed noise?)", ""]
         lines += [f"- {v}" for v in results["verdicts"]]
     lines += [
         "",
@@ -585,8 +625,29 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
-    """Grouped bars: one group per domain, one bar per method (mean over seeds, std as error bar)."""
+def _task_metric_lines(results: Mapping[str, Any]) -> list[str]:
+    """SFT runs: the task metric per category (greedy answers to test prompts), mean ± SE over seeds."""
+    methods = results["methods"]
+    rows = {n: m for n, m in methods.items() if m.get("task_metric")}
+    if not rows:
+        return []
+    names = next(iter(rows.values()))["task_metric_name"]
+    domains = [d for d in results["domains"] if d in names]
+    lines = ["", "## Task metric (test prompts, whatever the split of the table above)",
+             "", "Greedy answers to each category's first test prompts: " + ", ".join(
+                 f"{d} = {names[d].replace('_', ' ')}" for d in domains) + "; higher is better.", "",
+             "| method | " + " | ".join(domains) + " | average |", "|---|" + "---:|" * (len(domains) + 1)]
+    for name, m in rows.items():
+        per_seed = [sum(m["task_metric"][d][i] for d in domains) / len(domains) for i in range(len(m["seeds"]))]
+        lines.append(f"| {name} | " + " | ".join(format_mean_std(m["task_metric"][d], 3) for d in domains)
+                     + f" | {format_mean_std(per_seed, 3)} |")
+    return lines
+
+
+def plot_bars(results: Mapping[str, Any], path: Path, key: str = "mixture", ylabel: str = "mixture weight α",
+              title: str = "Mixtures per domain (mean over seeds)", chance: float | None = None) -> Path:
+    """Grouped bars: one group per domain, one bar per method of ``methods[*][key][domain]`` (mean over
+    seeds, std as error bar); ``chance``: a dotted reference line (1/M for mixtures)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -597,14 +658,15 @@ def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(domains) + 2), 4.5), dpi=110)
     for j, name in enumerate(names):
-        stats = [mean_std(methods[name]["mixture"][d]) for d in domains]
+        stats = [mean_std(methods[name][key][d]) for d in domains]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(domains))]
         ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=name, capsize=2)
-    ax.axhline(1.0 / max(len(domains), 1), color="grey", linestyle=":", linewidth=1)  # 1/M
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1)
     ax.set_xticks(range(len(domains)))
     ax.set_xticklabels(domains, rotation=20)
-    ax.set_ylabel("mixture weight α")
-    ax.set_title("Mixtures per domain (mean over seeds)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -614,11 +676,25 @@ def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
+    """The mixtures side by side per domain (the paper's Figure 5)."""
+    return plot_bars(results, path, chance=1.0 / max(len(results["domains"]), 1))
+
+
+def plot_scores(results: Mapping[str, Any], path: Path) -> Path:
+    """The held-out figure the table ranks by, per domain and method."""
+    cfg = results["config"]
+    score, split = cfg.get("score", "perplexity"), cfg.get("split", "test")
+    return plot_bars(results, path, key=score, ylabel=f"{split} {score}",
+                     title=f"{split.capitalize()} {score} per domain (mean over seeds; lower is better)")
+
+
 def write_outputs(results: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    paths = {"results.json": out / "results.json", "results.md": out / "results.md", "mixtures.png": out / "mixtures.png"}
+    paths = {name: out / name for name in ("results.json", "results.md", "mixtures.png", "scores.png")}
     atomic_write_text(paths["results.json"], json.dumps(results, indent=2, default=str) + "\n")
     atomic_write_text(paths["results.md"], format_results_md(results))
     plot_mixtures(results, paths["mixtures.png"])
+    plot_scores(results, paths["scores.png"])
     return paths
 
 

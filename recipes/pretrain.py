@@ -136,8 +136,7 @@ class PretrainRecipe:
         mix = self.cfg.mixture
         self.mixture = MixtureState(
             self.domains,
-            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens,
-                                            run_tokens=self.max_steps * self.batch_size * self.seq_len * self.world_size),
+            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens),
             lr=float(mix.get("lr", 1.0)),
             update=mix.get("update", "projected_gradient"),
             min_weight=float(mix.get("min_weight", 0.0)),
@@ -308,7 +307,7 @@ class PretrainRecipe:
                 f"Last good checkpoint: {last or 'none (set checkpoint.every_n_steps)'}; try a lower optimizer.lr "
                 "or clip_grad_norm"
             )
-        losses.mean.backward()
+        losses.global_mean().backward()
         if self.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.clip_grad_norm))
         optimizer.step()

@@ -5,20 +5,25 @@
 
 The paper's third scenario (METHOD.md): a pretrained model, instruction data split into task categories
 (here the SFT set built by tools/build_sft_data.py: math, summarize, define, docstring, chat), samples
-revisited for several epochs. The domains of the pretraining loop are the categories; a batch holds
+revisited for several epochs. The model starts from ``pretrained_weights`` (the tiny configs': the base
+that ``make sft-base`` pretrains on the embedded corpus; ``null`` only on purpose: from scratch, with a
+notice). A category may train on a fixed subset of its examples (``train_examples``: the tiny configs
+spread the sizes 10:1, as real instruction mixtures do). The domains of the pretraining loop are the categories; a batch holds
 whole examples (prompt masked: loss on the response only) drawn by category according to α
 (tandem_components/sft_loader.py). Stage 1 (``mixture.learner: tandem``, or ``doremi`` / ``doge`` /
 ``fixed`` baselines) learns α with the twins exactly as in pretraining: the reference's extra data is
 the categories' validation split, Δ is measured on a paired probe batch of training examples. Stage 2
 (``learner: fixed``) fine-tunes on the learned α.
 
-Evaluation, per category, on its TEST split: loss and perplexity of the response tokens, and at the end a
-task metric from greedy decoding of a few test prompts: exact match of the final number for ``math``
+Evaluation, per category, of the loss and perplexity of the response tokens: during training on the
+VAL split (where settings are chosen), at the end on the TEST split, plus a task metric from greedy
+decoding of a few test prompts: exact match of the final number for ``math``
 (``eval.exact_match_categories``), ROUGE-L F1 against the reference response for the others.
 
 Outputs (in ``output_dir``): those of the pretraining recipe (mixture.yaml, mixture_trajectory.{jsonl,png},
-eval.{json,csv} = test loss, summary.json, model/, logs/) plus ``sft_eval.{json,csv}`` (per category:
-test loss, metric, epochs seen, α) and ``generations.jsonl`` (the decoded test prompts).
+eval.{json,csv} = val loss, eval_test.{json,csv} = test loss, summary.json, model/, logs/) plus
+``sft_eval.{json,csv}`` (per category: test loss, metric, training examples, epochs seen, α) and
+``generations.jsonl`` (the decoded test prompts).
 """
 
 from __future__ import annotations
@@ -47,23 +52,34 @@ from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import LEARNERS
 from tandem_components.mixture_config import named_or_mapping_weights, resolve_target_weights
 from tandem_components.rouge import final_number, rouge_l
-from tandem_components.sft_data import chat_format, load_category, tokenize_category, tokenize_example
+from tandem_components.sft_data import (
+    chat_format,
+    load_category,
+    subset_examples,
+    tokenize_category,
+    tokenize_example,
+)
 from tandem_components.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
 from tandem_components.tokenizer import tokenizer_sha256
 from tandem_components.torchtune_api import config, get_logger
 
 log = get_logger("INFO")
 SPLITS = ("train", "val", "test")
+#: optional key of a category: use only this many of its training examples (``sft_data.subset_examples``)
+TRAIN_EXAMPLES = "train_examples"
+#: model components that load pretrained weights themselves (pretrained_weights: null is not "from scratch")
+SELF_LOADING_MODELS = ("tandem_components.hf_checkpoint.hf_llama",)
 
 #: the SFT recipe's keys: the pretraining SCHEMA with an SFT ``data`` and ``eval`` section, a tokenizer
 #: component and optional starting weights from a tandem-pretrained model.
 SFT_SCHEMA: dict[str, Any] = {
     **SCHEMA,
     "tokenizer": Component(),  # e.g. tandem_components.tokenizer.tandem_tokenizer with path: tokenizer.json
-    "pretrained_weights": Key(str, nullable=True),  # a tandem model.safetensors to start from
+    # a tandem model.safetensors to start from; must be given: null (from scratch) only when said explicitly
+    "pretrained_weights": Key(str, nullable=True),
     "model": Component(needs=("max_seq_len",)),
     "data": {
-        "categories": Key(dict, required=True),  # name -> {train: src, val: src, test: src}
+        "categories": Key(dict, required=True),  # name -> {train: src, val: src, test: src[, train_examples: n]}
         "prompt_field": Key(str),
         "response_field": Key(str),
         "chat_format": Key(str, choices=("tandem", "chatml")),
@@ -97,23 +113,32 @@ def _check_sft_data(raw: dict[str, Any]) -> None:
     if not categories:
         raise TandemError("data.categories: expected at least one category {name: {train, val, test}}")
     for name, sources in categories.items():
-        if not isinstance(sources, dict) or set(sources) != set(SPLITS):
+        if not isinstance(sources, dict) or set(sources) - {TRAIN_EXAMPLES} != set(SPLITS):
             got = sorted(sources) if isinstance(sources, dict) else sources
-            raise TandemError(f"data.categories.{name}: expected the sources of train, val and test, got {got}")
+            raise TandemError(f"data.categories.{name}: expected the sources of train, val and test "
+                              f"(and optionally {TRAIN_EXAMPLES}), got {got}")
         for split in SPLITS:
             check_source(name, split, sources[split])
+        n = sources.get(TRAIN_EXAMPLES)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise TandemError(f"data.categories.{name}.{TRAIN_EXAMPLES}: expected a positive integer, got {n!r}")
     for name in raw["eval"].get("exact_match_categories") or []:
         if name not in categories:
             raise TandemError(f"eval.exact_match_categories: {name!r} is not a category ({sorted(categories)})")
     mix = raw["mixture"]
-    if isinstance(mix.get("weights"), (dict, str)):  # natural counts are examples: no run tokens for unimax
+    # unimax needs the categories' example counts: the recipe checks it once the data is read
+    if isinstance(mix.get("weights"), dict) or mix.get("weights") in ("uniform", "natural", "temperature"):
         named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights",
                                  temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
     if LEARNERS[mix["learner"]].uses_validation_batches:
         resolve_target_weights(mix.get("target_weights"), list(categories))
-    weights = raw.get("pretrained_weights")
+    if "pretrained_weights" not in raw:
+        raise TandemError("pretrained_weights: missing; give a tandem model.safetensors (the tiny configs' base: "
+                          "make sft-base) or pretrained_weights=null to fine-tune from scratch")
+    weights = raw["pretrained_weights"]
     if weights and not Path(weights).is_file():
-        raise TandemError(f"pretrained_weights: {weights} not found (a tandem model.safetensors)")
+        raise TandemError(f"pretrained_weights: {weights} not found (a tandem model.safetensors; the tiny configs' "
+                          "base is built by make sft-base; pretrained_weights=null fine-tunes from scratch)")
 
 
 @dataclass
@@ -127,6 +152,11 @@ class SFTData:
 
 class SFTRecipe(PretrainRecipe):
     """``PretrainRecipe`` over task categories of prompt/response examples (prompt-masked loss)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__(cfg)
+        # the unit SFT draws is an example: UniMax's N and the natural counts are examples, not tokens
+        self.run_tokens = self.max_steps * self.batch_size * self.world_size
 
     # ------------------------------------------------------------------ data
     def _setup_data(self) -> None:
@@ -146,10 +176,12 @@ class SFTRecipe(PretrainRecipe):
         for name, sources in categories.items():
             for split in SPLITS:
                 examples = load_category(name, split, sources[split], **fields)
+                if split == "train":  # val and test stay whole: only what is trained on is subset
+                    examples = subset_examples(name, examples, sources.get(TRAIN_EXAMPLES))
                 self.examples[split].append(tokenize_category(self.tokenizer, examples, self.chat_format, max_len))
                 if split == "test":
                     self.raw_test.append(examples)
-                digest.update(json.dumps([name, split, sources[split]]).encode())
+                digest.update(json.dumps([name, split, sources[split], sources.get(TRAIN_EXAMPLES)]).encode())
                 if not isinstance(sources[split], dict):  # local files: their bytes (an HF source: its name)
                     for path in resolve_files(name, split, sources[split]):
                         digest.update(path.read_bytes())
@@ -168,6 +200,10 @@ class SFTRecipe(PretrainRecipe):
         weights = self.cfg.get("pretrained_weights")
         if weights:
             model = load_model_weights(model, weights)
+        elif self.cfg.model._component_ not in SELF_LOADING_MODELS and not getattr(self, "_said_scratch", False):
+            self._said_scratch = True  # once, not for every twin
+            log.warning("pretrained_weights: null: fine-tuning a randomly initialised model from scratch "
+                        "(the paper's SFT starts from a pretrained one: make sft-base)")
         vocab = model.tok_embeddings.num_embeddings
         if vocab < self.tokenizer.vocab_size:
             raise TandemError(f"model.vocab_size: {vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size}")
@@ -190,9 +226,10 @@ class SFTRecipe(PretrainRecipe):
             self.examples["train"], int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
             seed=self.seed + 2, rank=self.rank, world_size=self.world_size, pad_id=self.pad_id,
         )
-        self.eval_batches = eval_example_batches(self.examples["test"], self.seq_len,
-                                                 int(cfg.eval.examples_per_category), self.pad_id)
-        self.test_batches = self.eval_batches  # SFT's progress evaluations already read the test examples
+        # progress evaluations read val (what a setting may be chosen on); test is read once, at the end
+        k = int(cfg.eval.examples_per_category)
+        self.eval_batches = eval_example_batches(self.examples["val"], self.seq_len, k, self.pad_id)
+        self.test_batches = eval_example_batches(self.examples["test"], self.seq_len, k, self.pad_id)
 
     def _doremi_reference(self) -> torch.nn.Module:
         """DoReMi's reference, as in pretraining, trained on examples (loaded if given / on resume)."""
@@ -262,13 +299,12 @@ class SFTRecipe(PretrainRecipe):
                                        "value": sum(scores) / len(scores), "examples": len(scores)}
         self.model.train(was_training)
 
-    def _evaluate(self, step: int):
-        result = super()._evaluate(step)  # loss per category on the test examples' responses
-        if step == self.max_steps:
-            self._task_metrics()
-            if self.metric_logger is not None and self.task_metrics:
-                self.metric_logger.log_dict(
-                    {f"task/{d}/{m['metric']}": m["value"] for d, m in self.task_metrics.items()}, step=step)
+    def _evaluate_test(self):
+        result = super()._evaluate_test()  # loss per category on the test examples' responses
+        self._task_metrics()
+        if self.metric_logger is not None and self.task_metrics:
+            self.metric_logger.log_dict(
+                {f"task/{d}/{m['metric']}": m["value"] for d, m in self.task_metrics.items()}, step=self.max_steps)
         return result
 
     # ---------------------------------------------------------------- outputs
@@ -277,10 +313,11 @@ class SFTRecipe(PretrainRecipe):
         last = self.mixture.last().tolist()
         rows = []
         for i, d in enumerate(self.domains):
-            e = self.final_eval.per_domain[d]
+            e = self.final_test.per_domain[d]
             m = self.task_metrics.get(d, {})
             rows.append({"category": d, "test_loss": e.loss, "test_ppl": e.perplexity, "metric": m.get("metric", ""),
-                         "value": m.get("value", float("nan")), "epochs": epochs[i], "alpha": last[i]})
+                         "value": m.get("value", float("nan")), "train_examples": len(self.examples["train"][i]),
+                         "epochs": epochs[i], "alpha": last[i]})
         return rows
 
     def _summary(self) -> dict:
@@ -299,13 +336,13 @@ class SFTRecipe(PretrainRecipe):
         writer.writerows(rows)
         atomic_write_text(out / "sft_eval.csv", buf.getvalue())
         atomic_write_text(out / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in self.generations))
-        lines = [f"{'category':<12} {'test loss':>9} {'test ppl':>9} {'metric':>12} {'value':>6} {'epochs':>7} {'alpha':>6}",
-                 "-" * 68]
+        lines = [f"{'category':<12} {'test loss':>9} {'test ppl':>9} {'metric':>12} {'value':>6} {'train ex':>8} "
+                 f"{'epochs':>7} {'alpha':>6}", "-" * 77]
         for r in rows:
             lines.append(f"{r['category']:<12} {r['test_loss']:>9.4f} {r['test_ppl']:>9.2f} {r['metric']:>12} "
-                         f"{r['value']:>6.3f} {r['epochs']:>7.2f} {r['alpha']:>6.3f}")
+                         f"{r['value']:>6.3f} {r['train_examples']:>8} {r['epochs']:>7.2f} {r['alpha']:>6.3f}")
         mean = sum(r["value"] for r in rows) / len(rows)
-        lines += ["-" * 68, f"{'MEAN':<12} {self.final_eval.mean_loss:>9.4f} {self.final_eval.mean_perplexity:>9.2f} "
+        lines += ["-" * 77, f"{'MEAN':<12} {self.final_test.mean_loss:>9.4f} {self.final_test.mean_perplexity:>9.2f} "
                   f"{'':>12} {mean:>6.3f}"]
         print("\nSFT per category (test split; metric from greedy decoding):\n" + "\n".join(lines))
         print(f"  table           {out / 'sft_eval.json'}, {out / 'sft_eval.csv'}\n"

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tandem_components.distributed import all_reduce_sum, rank_and_world_size
+
 IGNORE_INDEX = -100
 
 
@@ -33,6 +35,22 @@ class DomainLosses:
     def per_domain(self) -> torch.Tensor:
         """(M,) mean loss per domain in nats/token; NaN for a domain with no tokens in the batch."""
         return self.sums / self.counts  # 0/0 -> NaN marks "domain absent", callers decide what to do
+
+    def global_mean(self) -> torch.Tensor:
+        """What a step differentiates: this rank's share of the token mean over the GLOBAL batch.
+
+        FSDP2 averages gradients over the N ranks, so each rank differentiates ``local_sum * N /
+        global_count``. With the same number of target tokens on every rank (pretraining's windows) the
+        factor is exactly 1 and this is ``mean``; SFT's rows differ in length, and the plain local mean
+        would weight a rank's tokens by 1 / its own count, so the same config would learn another α on 2
+        ranks than on 1. One all-reduce of a scalar; ``mean`` itself in a single process.
+        """
+        _, world_size = rank_and_world_size()
+        if world_size == 1:
+            return self.mean
+        local = self.counts.sum()
+        total = all_reduce_sum(local.clone())
+        return self.mean * (local * world_size / total.clamp_min(1.0)).to(self.mean.dtype)
 
 
 def per_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "Example",
     "TokenizedExample",
     "load_category",
+    "subset_examples",
     "to_messages",
     "tokenize_category",
     "tokenize_example",
@@ -128,6 +130,29 @@ def load_category(
     if not examples:
         raise TandemError(f"{where} {described}: no examples (the category needs at least one)")
     return examples
+
+
+def subset_examples(category: str, examples: Sequence[Example], n: int | None) -> list[Example]:
+    """``n`` training examples of a category, the same ones on every run and machine: the first ``n`` of a
+    permutation seeded by the category's name (not the run's seed, so that every seed and method of a
+    comparison trains on the same subset), in that shuffled order. ``None``: all of them, in file order.
+
+    Why a subset: real instruction mixtures have categories of very unequal size, and that is where a
+    mixture matters (uniform revisits a small category for many epochs, natural starves it).
+
+    Raises:
+        TandemError: ``n`` is not a positive integer or exceeds the category's examples.
+    """
+    if n is None:
+        return list(examples)
+    key = f"data.categories.{category}.train_examples"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TandemError(f"{key}: expected a positive integer (or leave it out for every example), got {n!r}")
+    if n > len(examples):
+        raise TandemError(f"{key}: {n} is more than the {len(examples)} training examples of {category!r}")
+    seed = zlib.crc32(category.encode("utf-8"))
+    order = np.random.default_rng(seed).permutation(len(examples))[:n]
+    return [examples[i] for i in order]
 
 
 def _file_records(where: str, path: Path):

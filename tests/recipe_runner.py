@@ -22,6 +22,19 @@ TINY = [
 ]
 
 
+
+def sft_tiny(tokenizer) -> list[str]:
+    """SFT at test size: a 1-layer model, 64-token rows and short evaluation (seconds per run on a loaded
+    CPU), from scratch (the shipped configs start from ``make sft-base``'s weights)."""
+    return [
+        f"tokenizer.path={tokenizer}", "model.vocab_size=1024", "model.embed_dim=64", "model.num_layers=1",
+        "model.num_heads=4", "model.num_kv_heads=2", "model.max_seq_len=128", "data.seq_len=64",
+        "data.batch_size=4", "eval.every_n_steps=0", "eval.examples_per_category=4", "eval.batch_size=8",
+        "eval.generate_per_category=1", "eval.max_new_tokens=4", "lr_scheduler.warmup_steps=2",
+        "log_every_n_steps=5", "pretrained_weights=null",
+    ]
+
+
 def tune_env(launcher=()) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     if launcher and "OMP_NUM_THREADS" not in env:

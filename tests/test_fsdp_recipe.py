@@ -1,4 +1,4 @@
-"""The pretraining recipe on 2 CPU processes (gloo, FSDP2 for both twins) through `tune run
+"""The pretraining and SFT recipes on 2 CPU processes (gloo, FSDP2 for both twins) through `tune run
 --nproc_per_node 2`, against a 1-process run of the same global batch."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ import re
 
 import pytest
 
-from tests.recipe_runner import TINY, tune_run
+from tests.recipe_runner import TINY, sft_tiny, tune_run
 
 pytestmark = pytest.mark.slow
 
 STAGE1 = "configs/pretrain/tiny_stage1.yaml"
+SFT_STAGE1 = "configs/sft/tiny_stage1.yaml"
 COMMON = [
     # delta_scale none: the comparison is of Δ as measured (lr scaling multiplies it, and its float
     # differences between 1 and 2 ranks, by up to 8 in the first update's warmup)
@@ -50,3 +51,35 @@ def test_two_rank_fsdp_matches_one_process_and_ranks_agree(embedded_shards, tmp_
     eval_one = json.loads((one / "eval.json").read_text())["domains"]
     for d in eval_one:
         assert eval_two[d]["loss"] == pytest.approx(eval_one[d]["loss"], rel=1e-4)
+
+
+def test_sft_on_two_ranks_learns_the_alpha_of_one_rank(fixture_tokenizer_path, tmp_path):
+    """SFT stage 1 (TANDEM over categories) under FSDP2 on 2 ranks vs 1 process with the same global batch.
+
+    SFT rows differ in length, so each rank's share of the global batch has its own token count: the
+    steps differentiate the token mean over the global batch (``DomainLosses.global_mean``), not the mean
+    of rank means, and greedy decoding of the test prompts finishes on both ranks."""
+    two, one = tmp_path / "two_ranks", tmp_path / "one_rank"
+    common = [*sft_tiny(fixture_tokenizer_path), "max_steps=12", "mixture.episode_len=4", "mixture.probe_steps=2",
+              "mixture.lr=2.0", "mixture.delta_scale=none", "eval.generate_per_category=1"]
+    per_rank = ["data.batch_size=4", "mixture.val_batch_size=4", "mixture.probe_seqs_per_domain=2"]
+    proc = tune_run("sft", SFT_STAGE1, *common, *per_rank, f"output_dir={two}", launcher=["--nproc_per_node", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = re.findall(r"rank (\d) of 2: final α sha256 ([0-9a-f]+)", proc.stderr + proc.stdout)
+    assert sorted(r for r, _ in digests) == ["0", "1"] and digests[0][1] == digests[1][1], proc.stderr[-2000:]
+
+    global_batch = ["data.batch_size=8", "mixture.val_batch_size=8", "mixture.probe_seqs_per_domain=4"]
+    proc = tune_run("sft", SFT_STAGE1, *common, *global_batch, f"output_dir={one}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows_two, rows_one = _alpha_rows(two), _alpha_rows(one)
+    assert len(rows_two) == len(rows_one) == 3
+    for a2, a1 in zip(rows_two, rows_one):
+        assert a2.keys() == a1.keys()
+        assert all(abs(a2[d] - a1[d]) < 1e-5 for d in a1), (a2, a1)
+    assert rows_two[-1] != rows_two[0]  # α moved: the comparison is not of two starting points
+    test_two = json.loads((two / "eval_test.json").read_text())["domains"]
+    test_one = json.loads((one / "eval_test.json").read_text())["domains"]
+    for d in test_one:
+        assert test_two[d]["loss"] == pytest.approx(test_one[d]["loss"], rel=1e-4)
+    generations = [json.loads(line) for line in (two / "generations.jsonl").read_text().splitlines()]
+    assert len(generations) == len(test_one)  # one decoded test prompt per category, written by rank 0

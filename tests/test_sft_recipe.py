@@ -12,22 +12,12 @@ from omegaconf import OmegaConf
 
 from tandem_components.export import read_mixture_export
 from tests.recipe_runner import run_in_process
+from tests.recipe_runner import sft_tiny as tiny
 
 STAGE1 = "configs/sft/tiny_stage1.yaml"
 STAGE2 = "configs/sft/tiny_stage2.yaml"
 CATEGORIES = ["math", "summarize", "define", "docstring", "chat"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def tiny(tokenizer) -> list[str]:
-    """A 1-layer model, 64-token rows and short evaluation: seconds per run on a loaded CPU."""
-    return [
-        f"tokenizer.path={tokenizer}", "model.vocab_size=1024", "model.embed_dim=64", "model.num_layers=1",
-        "model.num_heads=4", "model.num_kv_heads=2", "model.max_seq_len=128", "data.seq_len=64",
-        "data.batch_size=4", "eval.every_n_steps=0", "eval.examples_per_category=4", "eval.batch_size=8",
-        "eval.generate_per_category=1", "eval.max_new_tokens=4", "lr_scheduler.warmup_steps=2",
-        "log_every_n_steps=5",
-    ]
 
 
 @pytest.fixture(scope="module")

@@ -101,13 +101,13 @@ class TandemEstimator(PerDomainSignalEstimator):
         val_grads = None
         if self.validation_weight:  # the val gradient first, at the same w as the train gradient
             val = self.forward(reference, val_batch, self.num_domains)
-            val.mean.backward()
+            val.global_mean().backward()
             self._clip(reference)
             val_grads = [p.grad for p in reference.parameters()]
             optimizer.zero_grad(set_to_none=True)
             metrics["reference/val_loss"] = float(val.mean.detach())
         train = self.forward(reference, train_batch, self.num_domains)  # exactly the proxy's step
-        train.mean.backward()
+        train.global_mean().backward()
         self._clip(reference)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -120,7 +120,7 @@ class TandemEstimator(PerDomainSignalEstimator):
         reference, optimizer = self.twins.reference, self.twins.reference_optimizer
         train = self.forward(reference, train_batch, self.num_domains)
         val = self.forward(reference, val_batch, self.num_domains)
-        loss = self.validation_weight * val.mean + self.gamma * train.mean
+        loss = self.validation_weight * val.global_mean() + self.gamma * train.global_mean()
         loss.backward()
         self._clip(reference)
         optimizer.step()
