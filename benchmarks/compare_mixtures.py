@@ -613,7 +613,8 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         "## Mixtures",
         "",
         "Weight of each domain that stage 2 trained on, mean over seeds (learned: the stage-1 export; "
-        "fixed: uniform = 1/M, natural = proportional to training tokens, temperature:τ ∝ n^τ, unimax:C).",
+        "fixed: uniform = 1/M, natural = proportional to training tokens (examples in SFT), temperature:τ ∝ n^τ, "
+        "unimax:C).",
         "",
         "| method | " + " | ".join(domains) + " |",
         "|---|" + "---:|" * len(domains),
@@ -645,9 +646,11 @@ def _task_metric_lines(results: Mapping[str, Any]) -> list[str]:
 
 
 def plot_bars(results: Mapping[str, Any], path: Path, key: str = "mixture", ylabel: str = "mixture weight α",
-              title: str = "Mixtures per domain (mean over seeds)", chance: float | None = None) -> Path:
+              title: str = "Mixtures per domain (mean over seeds)", chance: float | None = None,
+              minus: Mapping[str, Sequence[float]] | None = None) -> Path:
     """Grouped bars: one group per domain, one bar per method of ``methods[*][key][domain]`` (mean over
-    seeds, std as error bar); ``chance``: a dotted reference line (1/M for mixtures)."""
+    seeds, std as error bar); ``chance``: a dotted reference line (1/M for mixtures); ``minus``: per domain,
+    values subtracted seed by seed (a baseline's, so that small differences show)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -657,10 +660,15 @@ def plot_bars(results: Mapping[str, Any], path: Path, key: str = "mixture", ylab
     names = list(methods)
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(domains) + 2), 4.5), dpi=110)
+    colors = plt.get_cmap("tab20" if len(names) > 10 else "tab10").colors
     for j, name in enumerate(names):
-        stats = [mean_std(methods[name][key][d]) for d in domains]
+        values = methods[name][key]
+        if minus is not None:
+            values = {d: [v - b for v, b in zip(values[d], minus[d])] for d in domains}
+        stats = [mean_std(values[d]) for d in domains]
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(domains))]
-        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=name, capsize=2)
+        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=name, capsize=2,
+               color=colors[j % len(colors)])
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1)
     ax.set_xticks(range(len(domains)))
@@ -682,11 +690,17 @@ def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_scores(results: Mapping[str, Any], path: Path) -> Path:
-    """The held-out figure the table ranks by, per domain and method."""
+    """The held-out figure the table ranks by, per domain and method, minus uniform's (seed-paired) when
+    uniform is in the table: the differences between mixtures are small next to the figures themselves."""
     cfg = results["config"]
     score, split = cfg.get("score", "perplexity"), cfg.get("split", "test")
-    return plot_bars(results, path, key=score, ylabel=f"{split} {score}",
-                     title=f"{split.capitalize()} {score} per domain (mean over seeds; lower is better)")
+    uniform = results["methods"].get(UNIFORM)
+    if uniform is None:
+        return plot_bars(results, path, key=score, ylabel=f"{split} {score}",
+                         title=f"{split.capitalize()} {score} per domain (mean over seeds; lower is better)")
+    return plot_bars(results, path, key=score, ylabel=f"{split} {score} − uniform's", chance=0.0,
+                     minus=uniform[score],
+                     title=f"{split.capitalize()} {score} per domain minus uniform's (mean over seeds; lower is better)")
 
 
 def write_outputs(results: Mapping[str, Any], out: Path) -> dict[str, Path]:
