@@ -8,8 +8,9 @@ The paper's third scenario (METHOD.md): a pretrained model, instruction data spl
 revisited for several epochs. The model starts from ``pretrained_weights`` (the tiny configs': the base
 that ``make sft-base`` pretrains on the embedded corpus; ``null`` only on purpose: from scratch, with a
 notice). A category may train on a fixed subset of its examples (``train_examples``: the tiny configs
-spread the sizes 10:1, as real instruction mixtures do). The domains of the pretraining loop are the categories; a batch holds
-whole examples (prompt masked: loss on the response only) drawn by category according to α
+spread the sizes 10:1, as real instruction mixtures do). The domains of the pretraining loop are the
+categories; a batch holds whole examples (prompt masked: loss on the response only) drawn by category
+according to α
 (tandem_components/sft_loader.py). Stage 1 (``mixture.learner: tandem``, or ``doremi`` / ``doge`` /
 ``fixed`` baselines) learns α with the twins exactly as in pretraining: the reference's extra data is
 the categories' validation split, Δ is measured on a paired probe batch of training examples. Stage 2
@@ -119,9 +120,6 @@ def _check_sft_data(raw: dict[str, Any]) -> None:
                               f"(and optionally {TRAIN_EXAMPLES}), got {got}")
         for split in SPLITS:
             check_source(name, split, sources[split])
-        n = sources.get(TRAIN_EXAMPLES)
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise TandemError(f"data.categories.{name}.{TRAIN_EXAMPLES}: expected a positive integer, got {n!r}")
     for name in raw["eval"].get("exact_match_categories") or []:
         if name not in categories:
             raise TandemError(f"eval.exact_match_categories: {name!r} is not a category ({sorted(categories)})")

@@ -76,9 +76,9 @@ def unimax_weights(natural_tokens: Sequence[int], max_epochs: Any, run_tokens: i
     most = cap * sum(counts)
     if most < total:
         raise TandemError(
-            f"mixture.max_epochs: {max_epochs!r} epochs of the {sum(counts):,.0f} training tokens place at most "
-            f"{most:,.0f} tokens, fewer than the run's N = {run_tokens:,} (max_steps * batch_size * seq_len * "
-            f"world_size); use mixture.max_epochs >= {total / sum(counts):.6g} or a shorter run"
+            f"mixture.max_epochs: {max_epochs!r} epochs of the {sum(counts):,.0f} training tokens (examples in SFT) "
+            f"place at most {most:,.0f}, fewer than the run's N = {run_tokens:,} it draws; use "
+            f"mixture.max_epochs >= {total / sum(counts):.6g} or a shorter run"
         )
     alloc = [0.0] * len(counts)
     remaining = total

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: a tiny model and short evaluation for recipe tests on the embedded corpus (1024-token test BPE)
@@ -73,3 +75,12 @@ def run_in_process(recipe: str, config: str | Path, *overrides: str, monkeypatch
     except SystemExit as e:
         return 0 if e.code is None else int(e.code)
     return 0
+
+
+def run_in_process_for_fixture(recipe: str, config: str | Path, *overrides: str) -> int:
+    """``run_in_process`` for a module- or session-scoped fixture, which has no ``monkeypatch`` of its own."""
+    mp = pytest.MonkeyPatch()
+    try:
+        return run_in_process(recipe, config, *overrides, monkeypatch=mp)
+    finally:
+        mp.undo()

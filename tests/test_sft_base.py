@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from tandem_components.sft_data import load_category, subset_examples
 from tests.conftest import REPO_ROOT
-from tests.recipe_runner import run_in_process, sft_tiny
+from tests.recipe_runner import run_in_process, run_in_process_for_fixture, sft_tiny
 
 BASE = "configs/pretrain/sft_base.yaml"
 STAGE1 = "configs/sft/tiny_stage1.yaml"
@@ -31,15 +31,11 @@ SUBSET = {"math": 40, "summarize": 4, "define": 9, "docstring": 20, "chat": 4}  
 def base_weights(embedded_shards, tmp_path_factory):
     """The base, pretrained by the shipped config at test size (80 steps of 8 x 64 tokens)."""
     out = tmp_path_factory.mktemp("sft_base")
-    mp = pytest.MonkeyPatch()
-    try:
-        code = run_in_process(
-            "pretrain", BASE, *MODEL, f"data.shards={embedded_shards}", "data.seq_len=64", "data.batch_size=8",
-            "max_steps=80", "lr_scheduler.warmup_steps=5", "eval.every_n_steps=0", "eval.windows_per_domain=4",
-            f"output_dir={out}", monkeypatch=mp,
-        )
-    finally:
-        mp.undo()
+    code = run_in_process_for_fixture(
+        "pretrain", BASE, *MODEL, f"data.shards={embedded_shards}", "data.seq_len=64", "data.batch_size=8",
+        "max_steps=80", "lr_scheduler.warmup_steps=5", "eval.every_n_steps=0", "eval.windows_per_domain=4",
+        f"output_dir={out}",
+    )
     assert code == 0
     return out / "model" / "model.safetensors"
 
@@ -121,3 +117,12 @@ def test_from_scratch_only_when_said_with_a_notice(fixture_tokenizer_path, tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and "make sft-base" in err[0], err
         assert not (tmp_path / "bad").exists()
+
+
+def test_unimax_in_sft_counts_examples(fixture_tokenizer_path, tmp_path):
+    """N = 200 steps x 4 examples = 800 draws over 300/75/50/150/30 examples, at most 2 epochs each: chat,
+    define and summarize are capped (60, 100, 150), math and docstring share the other 490."""
+    recipe = _sft_recipe(fixture_tokenizer_path, tmp_path, "mixture.weights=unimax", "mixture.max_epochs=2")
+    assert recipe.domains == ["math", "summarize", "define", "docstring", "chat"] and recipe.run_tokens == 800
+    expected = [245 / 800, 150 / 800, 100 / 800, 245 / 800, 60 / 800]
+    assert recipe.mixture.weights.tolist() == pytest.approx(expected, abs=1e-12)

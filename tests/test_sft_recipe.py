@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tandem_components.export import read_mixture_export
-from tests.recipe_runner import run_in_process
+from tests.recipe_runner import run_in_process, run_in_process_for_fixture
 from tests.recipe_runner import sft_tiny as tiny
 
 STAGE1 = "configs/sft/tiny_stage1.yaml"
@@ -23,15 +23,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def stage1(fixture_tokenizer_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft_stage1")
-    mp = pytest.MonkeyPatch()
-    try:
-        code = run_in_process(
-            "sft", STAGE1, *tiny(fixture_tokenizer_path), f"output_dir={out}", "max_steps=10",
-            "mixture.episode_len=5", "mixture.probe_steps=2", "mixture.probe_seqs_per_domain=2",
-            "mixture.val_batch_size=4", monkeypatch=mp,
-        )
-    finally:
-        mp.undo()
+    code = run_in_process_for_fixture(
+        "sft", STAGE1, *tiny(fixture_tokenizer_path), f"output_dir={out}", "max_steps=10",
+        "mixture.episode_len=5", "mixture.probe_steps=2", "mixture.probe_seqs_per_domain=2",
+        "mixture.val_batch_size=4",
+    )
     assert code == 0
     return out
 
@@ -72,7 +68,8 @@ def _write(path, rows):
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-@pytest.mark.parametrize("case", ["empty_category", "missing_response", "mismatched_checkpoint", "unknown_key"])
+@pytest.mark.parametrize("case", ["empty_category", "missing_response", "mismatched_checkpoint", "unknown_key",
+                                  "subset_too_large"])
 def test_bad_input_exits_2_with_one_line(case, fixture_tokenizer_path, tmp_path, monkeypatch, capsys):
     overrides = [*tiny(fixture_tokenizer_path), f"output_dir={tmp_path / 'out'}", "max_steps=2"]
     if case == "empty_category":
@@ -96,6 +93,10 @@ def test_bad_input_exits_2_with_one_line(case, fixture_tokenizer_path, tmp_path,
         overrides.append(f"pretrained_weights={path}")  # the config says embed_dim=64
         expected = str(path)
         message = "weights do not match the model config"
+    elif case == "subset_too_large":
+        overrides.append("data.categories.chat.train_examples=5000")
+        expected = "data.categories.chat.train_examples"
+        message = "5000 is more than the 837 training examples"
     else:
         overrides.append("data.shards=data/shards/embedded")  # a pretraining key, not an SFT one
         expected = "data.shards"
