@@ -46,7 +46,7 @@ run: prepare
 # The mixture comparison (benchmarks/RESULTS.md): every baseline and learner x 3 seeds on a 2048-token BPE of
 # the embedded corpus, per-domain test perplexity (~90 min on 2 cores; finished runs are skipped on a rerun).
 COMPARE_SHARDS := data/shards/embedded_bpe2k
-compare: $(COMPARE_SHARDS)/index.json
+compare: $(STAMP) $(COMPARE_SHARDS)/index.json
 	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml
 
 # The same comparison on a second real corpus tandem does not ship (tools/build_second_corpus.py: five
@@ -64,12 +64,12 @@ SFT_BASE := outputs/sft_base/model/model.safetensors
 sft-base: $(SFT_BASE)
 $(COMPARE_SHARDS)/index.json: | $(STAMP)
 	$(TUNE) run recipes/prepare_data.py --config configs/data/embedded.yaml tokenizer.train.vocab_size=2048 output_dir=$(COMPARE_SHARDS)
-$(SFT_BASE): configs/pretrain/sft_base.yaml | $(COMPARE_SHARDS)/index.json
+$(SFT_BASE): configs/pretrain/sft_base.yaml | $(STAMP) $(COMPARE_SHARDS)/index.json
 	$(TUNE) run recipes/pretrain.py --config configs/pretrain/sft_base.yaml
 
 # The SFT comparison (benchmarks/RESULTS.md): TANDEM, DoReMi, DoGE and every cheap baseline fine-tuning the base
 # on the embedded SFT set's unequal categories, 3 seeds, per-category test loss and task metric.
-compare-sft: $(SFT_BASE)
+compare-sft: $(STAMP) $(SFT_BASE)
 	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_sft_tiny.yaml
 
 test: $(STAMP)
