@@ -101,7 +101,7 @@ VAL_EVAL_ALL = "eval.windows_per_domain=1000000000"
 VAL_EVAL_ALL_BY_RECIPE = {"sft": "eval.examples_per_category=1000000000"}
 #: per category, the task metric of an SFT run (greedy decoding of test prompts), read when present
 SFT_TABLE = "sft_eval.json"
-SCORES = {"perplexity": "ppl", "loss": "nats"}  # score -> its unit in the rankings
+SCORES = {"perplexity": ("ppl", 2), "loss": ("nats", 4)}  # score -> its unit and decimals in the tables
 
 
 class HarnessError(Exception):
@@ -449,10 +449,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
 
 
 def ranking_verdict(name: str, values: Sequence[float], other: str, other_values: Sequence[float],
-                    unit: str = "ppl") -> str:
+                    score: str = "perplexity") -> str:
     """One sentence: is ``name`` better or worse than ``other`` beyond two standard errors of the difference?"""
     diff, se = paired_difference(values, other_values)
-    digits = 2 if unit == "ppl" else 4
+    unit, digits = SCORES[score]
     if len(values) < 2:
         return f"{name} vs {other}: {diff:+.{digits}f} {unit} on one seed: no ranking can be claimed."
     beyond = abs(diff) > 2 * se
@@ -522,7 +522,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "stage1_num_updates": [r["num_updates"] for r in learn],
             "mixture": {d: [r["mixture"][d] for r in final] for d in domains},
         }
-    score, unit = cfg.get("score", "perplexity"), SCORES[cfg.get("score", "perplexity")]
+    score = cfg.get("score", "perplexity")
     average = {n: score_of(m, score)[1] for n, m in per_method.items()}
     uniform = average.get(UNIFORM)
     fixed = {n: mean_std(average[n])[0] for n, m in per_method.items() if m["kind"] == "fixed"}
@@ -530,10 +530,10 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
     verdicts = []
     if best_fixed is not None:
         if uniform and best_fixed != UNIFORM:
-            verdicts.append(ranking_verdict(best_fixed, average[best_fixed], UNIFORM, uniform, unit))
+            verdicts.append(ranking_verdict(best_fixed, average[best_fixed], UNIFORM, uniform, score))
         for name, m in per_method.items():
             if m["kind"] == "learned":
-                verdicts.append(ranking_verdict(name, average[name], best_fixed, average[best_fixed], unit))
+                verdicts.append(ranking_verdict(name, average[name], best_fixed, average[best_fixed], score))
     others = [r["other_cpu_fraction"] for r in raw_runs if r.get("other_cpu_fraction") is not None]
     warnings = []
     for name, m in per_method.items():
@@ -555,7 +555,7 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     """The Markdown report: the perplexity table (mean ± std over seeds) and the mixtures table."""
     domains, methods, cfg = results["domains"], results["methods"], results["config"]
     score = cfg.get("score", "perplexity")
-    digits = 2 if score == "perplexity" else 4
+    digits = SCORES[score][1]
     scores = {n: score_of(m, score) for n, m in methods.items()}
     averages = {n: mean_std(avg)[0] for n, (_, avg) in scores.items() if avg}
     best = min(averages, key=averages.get) if averages else None

@@ -10,8 +10,7 @@ that ``make sft-base`` pretrains on the embedded corpus; ``null`` only on purpos
 notice). A category may train on a fixed subset of its examples (``train_examples``: the tiny configs
 spread the sizes 10:1, as real instruction mixtures do). The domains of the pretraining loop are the
 categories; a batch holds whole examples (prompt masked: loss on the response only) drawn by category
-according to α
-(tandem_components/sft_loader.py). Stage 1 (``mixture.learner: tandem``, or ``doremi`` / ``doge`` /
+according to α (tandem_components/sft_loader.py). Stage 1 (``mixture.learner: tandem``, or ``doremi`` / ``doge`` /
 ``fixed`` baselines) learns α with the twins exactly as in pretraining: the reference's extra data is
 the categories' validation split, Δ is measured on a paired probe batch of training examples. Stage 2
 (``learner: fixed``) fine-tunes on the learned α.
@@ -198,14 +197,16 @@ class SFTRecipe(PretrainRecipe):
         weights = self.cfg.get("pretrained_weights")
         if weights:
             model = load_model_weights(model, weights)
-        elif self.cfg.model._component_ not in SELF_LOADING_MODELS and not getattr(self, "_said_scratch", False):
-            self._said_scratch = True  # once, not for every twin
-            log.warning("pretrained_weights: null: fine-tuning a randomly initialised model from scratch "
-                        "(the paper's SFT starts from a pretrained one: make sft-base)")
         vocab = model.tok_embeddings.num_embeddings
         if vocab < self.tokenizer.vocab_size:
             raise TandemError(f"model.vocab_size: {vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size}")
         return model
+
+    def _setup_models(self) -> None:
+        if not self.cfg.get("pretrained_weights") and self.cfg.model._component_ not in SELF_LOADING_MODELS:
+            log.warning("pretrained_weights: null: fine-tuning a randomly initialised model from scratch "
+                        "(the paper's SFT starts from a pretrained one: make sft-base)")  # once, not per twin
+        super()._setup_models()
 
     def _example_loader(self, split: str, weights, batch_size: int, seed: int) -> WeightedExampleLoader:
         return WeightedExampleLoader(self.examples[split], weights, batch_size, self.seq_len, seed=seed,
