@@ -48,7 +48,7 @@ from tandem_components.estimators.doremi import freeze
 from tandem_components.evaluation import evaluate_per_domain
 from tandem_components.export import write_mixture_export
 from tandem_components.hf_checkpoint import export_hf_llama
-from tandem_components.loader import PerDomainSampler, WeightedDomainLoader, eval_windows
+from tandem_components.loader import PerDomainSampler, WeightedDomainLoader, eval_windows, upgrade_v1_state
 from tandem_components.mixture import MixtureState
 from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
 from tandem_components.parallel import (
@@ -60,6 +60,7 @@ from tandem_components.parallel import (
 from tandem_components.plots import plot_mixture_trajectory
 from tandem_components.shards import ShardedCorpus
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
+from tandem_components.sharded_state import get_sharded_state, load_full_state, set_sharded_state
 from tandem_components.training_state import (
     config_fingerprint,
     find_latest_checkpoint,
@@ -92,7 +93,10 @@ class PretrainRecipe:
         self.episode_len = int(mix.get("episode_len", 1))  # E
         self.probe_steps = int(mix.get("probe_steps", 1))  # K
         self.delta_scale = mix.get("delta_scale", "none")  # lr: Δ / (mean lr of its K steps / peak lr)
-        self.batch_size = int(cfg.data.batch_size)
+        # The batch keys are GLOBAL sizes (all ranks together): the same config learns the same α on 1 or
+        # 8 GPUs. Each rank takes an equal share (config validation checked the division).
+        self.global_batch_size = int(cfg.data.batch_size)
+        self.batch_size = self.per_rank(self.global_batch_size)
         self.seq_len = int(cfg.data.seq_len)
         self.clip_grad_norm = cfg.get("clip_grad_norm", None)
         self.log_every = int(cfg.get("log_every_n_steps", 10))
@@ -105,8 +109,12 @@ class PretrainRecipe:
         self.forward = functools.partial(model_chunked_domain_losses, num_chunks=chunks) if chunks else model_domain_losses
         self.start_step = 0
         self.token_budget = None  # per domain; the data-restricted recipe sets it
-        self.run_tokens = self.max_steps * self.batch_size * self.seq_len * self.world_size  # tokens drawn in all
+        self.run_tokens = self.max_steps * self.global_batch_size * self.seq_len  # tokens drawn in all
         self.extra_wall_time_s = 0.0  # e.g. DoReMi's reference training, part of the method's cost
+
+    def per_rank(self, global_size: int) -> int:
+        """This rank's share of a global size (a batch, a probe's sequences per domain)."""
+        return global_size // self.world_size
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -115,9 +123,8 @@ class PretrainRecipe:
         self._setup_mixture()
         self._setup_models()
         self._setup_loaders()
-        self.fingerprint = config_fingerprint(
-            self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256, "world_size": self.world_size}
-        )
+        # not the world size: the batch keys are global, so a checkpoint resumes on any number of ranks
+        self.fingerprint = config_fingerprint(self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256})
         if self.cfg.get("resume"):
             self._load_checkpoint()  # before anything is written: a refused checkpoint changes nothing
         self.metric_logger = config.instantiate(self.cfg.metric_logger) if is_main_process() else None
@@ -215,7 +222,7 @@ class PretrainRecipe:
         weights = named_or_mapping_weights(
             mix.get("reference_weights", "uniform"), self.domains, self.natural_tokens, key="mixture.reference_weights",
             temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"),
-            run_tokens=steps * self.batch_size * self.seq_len * self.world_size,
+            run_tokens=steps * self.global_batch_size * self.seq_len,
         )
         optimizer = self._make_optimizer()(reference.parameters())
         scheduler = self._make_lr_scheduler(optimizer, steps)
@@ -236,78 +243,93 @@ class PretrainRecipe:
             self.train_tokens, self.mixture.weights, self.batch_size, self.seq_len,
             seed=self.seed, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
         )
-        self.val_loader = None
-        if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient
+        self.val_loader = self.probe_sampler = None
+        if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient; Δ's probe
             target = resolve_target_weights(cfg.mixture.get("target_weights"), self.domains)
             self.val_loader = WeightedDomainLoader(
-                self.val_tokens, target, int(cfg.mixture.get("val_batch_size", self.batch_size)), self.seq_len,
-                seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
+                self.val_tokens, target, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
+                self.seq_len, seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
             )
-        self.probe_sampler = PerDomainSampler(
-            self.train_tokens, int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
-            seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
-        )
+            self.probe_sampler = PerDomainSampler(
+                self.train_tokens, self.per_rank(int(cfg.mixture.get("probe_seqs_per_domain", 8))), self.seq_len,
+                seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
+            )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
 
     # ------------------------------------------------------------ checkpoints
     def _training_state(self) -> dict:
+        """The replicated state, identical on every rank (saved once): everything but the models."""
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(), "mixture": self.mixture.state_dict(),
             "estimator": self.estimator.state_dict(), "train_loader": self.train_loader.state_dict(),
-            "probe_sampler": self.probe_sampler.state_dict(),
         }
-        if self.twins is not None:
-            state["reference_model"] = self.twins.reference.state_dict()
-            state["reference_optimizer"] = self.twins.reference_optimizer.state_dict()
+        if self.probe_sampler is not None:
+            state["probe_sampler"] = self.probe_sampler.state_dict()
         if self.val_loader is not None:
             state["val_loader"] = self.val_loader.state_dict()
         return state
 
+    def _stateful_models(self) -> dict:
+        """The sharded state's parts: the proxy (or the one model) and, for TANDEM, the reference twin."""
+        parts = {"model": (self.model, self.optimizer)}
+        if self.twins is not None:
+            parts["reference"] = (self.twins.reference, self.twins.reference_optimizer)
+        return parts
+
     def save_checkpoint(self, step: int) -> None:
+        """Every rank: its shards of the models through DCP, plus the replicated state (rank 0)."""
         path = save_training_checkpoint(
             self.checkpoint_dir, step, self._training_state(), fingerprint=self.fingerprint,
-            keep_last=self.checkpoint_keep,
+            keep_last=self.checkpoint_keep, sharded=get_sharded_state(self._stateful_models()), domains=self.domains,
         )
-        log.info(f"checkpoint: {path}")
+        if is_main_process():
+            tqdm.write(f"checkpoint: {path}")
 
     def _load_checkpoint(self) -> None:
         resume = self.cfg.resume
         path = find_latest_checkpoint(self.checkpoint_dir) if resume is True else Path(resume)
-        ck = load_training_checkpoint(path, self.fingerprint)
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        sharded = get_sharded_state(self._stateful_models())
+        ck = load_training_checkpoint(path, self.fingerprint, domains=self.domains, sharded=sharded)
+        if ck["sharded"]:
+            set_sharded_state(self._stateful_models(), sharded)
+            states = {name: ck[name] for name in ("train_loader", "val_loader", "probe_sampler") if name in ck}
+        else:  # format v1 (one process, full state dicts): read once; the next checkpoint is sharded
+            log.warning(f"{path}: a single-process (format v1) checkpoint, read once: the checkpoints this run "
+                        "writes are sharded (format v2) and resume on any number of ranks")
+            load_full_state(self._stateful_models(), {"model": (ck["model"], ck["optimizer"]),
+                                                      "reference": (ck.get("reference_model"), ck.get("reference_optimizer"))})
+            states = {name: upgrade_v1_state(ck[name]) for name in ("train_loader", "val_loader", "probe_sampler") if name in ck}
         self.lr_scheduler.load_state_dict(ck["lr_scheduler"])
         self.mixture.load_state_dict(ck["mixture"])
         self.estimator.load_state_dict(ck["estimator"])
-        self.train_loader.load_state_dict(ck["train_loader"])
-        self.probe_sampler.load_state_dict(ck["probe_sampler"])
-        if self.twins is not None:
-            self.twins.reference.load_state_dict(ck["reference_model"])
-            self.twins.reference_optimizer.load_state_dict(ck["reference_optimizer"])
+        self.train_loader.load_state_dict(states["train_loader"])
+        if self.probe_sampler is not None:
+            self.probe_sampler.load_state_dict(states["probe_sampler"])
         if self.val_loader is not None:
-            self.val_loader.load_state_dict(ck["val_loader"])
+            self.val_loader.load_state_dict(states["val_loader"])
         self.start_step = int(ck["step"])
         restore_rng_state(ck["rng"])  # last: building the models above drew random numbers
-        log.info(f"resumed from {path} at step {self.start_step}")
+        where = f" (written on {ck['world_size']} rank(s), resharded to {self.world_size})" if ck["world_size"] != self.world_size else ""
+        if is_main_process():
+            log.info(f"resumed from {path} at step {self.start_step}{where}")
 
     # ------------------------------------------------------------------ train
     def _train_step(self, model, optimizer, scheduler, batch) -> float:
-        """One optimizer step on ``batch``; returns its mean loss (nats/token).
+        """One optimizer step on ``batch``; returns the global batch's mean loss (nats/token).
 
-        A NaN/inf loss stops the run before the step is applied, so the last checkpoint stays good.
+        A NaN/inf loss (on any rank) stops the run on every rank before the step is applied, so the last
+        checkpoint stays good.
         """
-        losses = self.forward(model, batch, len(self.domains))
-        loss = float(losses.mean.detach())
-        if not math.isfinite(loss):
+        objective, loss = self.forward(model, batch, len(self.domains)).reduce_global()
+        if not math.isfinite(loss):  # the loss of the GLOBAL batch: every rank sees it and stops here together
             last = find_latest_checkpoint(self.checkpoint_dir)
             raise TandemError(
                 f"training loss is {loss} (not finite) after {self.lr_scheduler.last_epoch} steps; stopped. "
                 f"Last good checkpoint: {last or 'none (set checkpoint.every_n_steps)'}; try a lower optimizer.lr "
-                "or clip_grad_norm"
+                "or clip_grad_norm", every_rank=True,
             )
-        losses.global_mean().backward()
+        objective.backward()
         if self.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(self.clip_grad_norm))
         optimizer.step()
@@ -328,6 +350,12 @@ class PretrainRecipe:
         probe = self.probe_sampler.sample().to(self.device)
         distance = self.twins.parameter_distance() if self.twins is not None else 0.0
         delta = self.estimator.delta(probe)
+        if not bool(torch.isfinite(delta).all()):  # Δ comes from all-reduced sums: every rank sees it
+            raise TandemError(
+                f"Δ is not finite at step {step} ({delta.tolist()}): a twin's probe loss diverged; stopped. Last "
+                f"good checkpoint: {find_latest_checkpoint(self.checkpoint_dir) or 'none (set checkpoint.every_n_steps)'}; "
+                "try a lower optimizer.lr or clip_grad_norm", every_rank=True,
+            )
         scale = self._delta_scale(step)
         delta = delta * scale
         alpha = self.mixture.step(delta, at_step=step)
@@ -395,7 +423,7 @@ class PretrainRecipe:
         eval_every = int(self.cfg.eval.get("every_n_steps", 0) or 0)
         train_iter = iter(self.train_loader)
         self.val_iter = iter(self.val_loader) if self.val_loader is not None else None
-        tokens_per_step = self.batch_size * self.seq_len * self.world_size
+        tokens_per_step = self.global_batch_size * self.seq_len
         start = time.perf_counter()
         # `with`: an error mid-run closes the bar's line before the one-line message is printed
         with tqdm(total=self.max_steps, initial=self.start_step, desc=self.learner, disable=not main,
@@ -452,7 +480,7 @@ class PretrainRecipe:
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing,
             "probe_seqs_per_domain": int(cfg.mixture.get("probe_seqs_per_domain", 8)),
-            "batch_size": self.batch_size, "seq_len": self.seq_len, "world_size": self.world_size,
+            "batch_size": self.global_batch_size, "seq_len": self.seq_len, "world_size": self.world_size,
             **self.estimator.hyperparameters(),
         }
         return {

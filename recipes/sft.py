@@ -47,7 +47,7 @@ from tandem_components.atomic import atomic_write_text
 from tandem_components.checkpoint import load_model_weights
 from tandem_components.config_validation import SCHEMA, Component, Key, validate_pretrain_config
 from tandem_components.corpus_sources import check_source, resolve_files
-from tandem_components.distributed import is_main_process, launched_world_size
+from tandem_components.distributed import broadcast_int, is_main_process, launched_world_size
 from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import LEARNERS
 from tandem_components.mixture_config import named_or_mapping_weights, resolve_target_weights
@@ -85,13 +85,13 @@ SFT_SCHEMA: dict[str, Any] = {
         "chat_format": Key(str, choices=("tandem", "chatml")),
         "system_prompt": Key(str, nullable=True),
         "seq_len": Key(int, required=True, minimum=2),  # the most input tokens of one example / row
-        "batch_size": Key(int, required=True, minimum=1),  # rows per step per rank
+        "batch_size": Key(int, required=True, minimum=1),  # global: rows per step over all ranks (each rank: batch_size / ranks)
         "packing": Key(bool),  # false: one example per row, padded; true: rows packed to seq_len
     },
     "eval": {
         "every_n_steps": Key(int, nullable=True, minimum=0),
         "examples_per_category": Key(int, required=True, minimum=1),  # test examples for the loss
-        "batch_size": Key(int, required=True, minimum=1),
+        "batch_size": Key(int, required=True, minimum=1),  # examples per forward pass on each rank
         "generate_per_category": Key(int, minimum=0),  # test prompts decoded for the task metric
         "max_new_tokens": Key(int, minimum=1),
         "exact_match_categories": Key(list),  # categories scored by exact match of the final number
@@ -153,7 +153,7 @@ class SFTRecipe(PretrainRecipe):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__(cfg)
         # the unit SFT draws is an example: UniMax's N and the natural counts are examples, not tokens
-        self.run_tokens = self.max_steps * self.batch_size * self.world_size
+        self.run_tokens = self.max_steps * self.global_batch_size
 
     # ------------------------------------------------------------------ data
     def _setup_data(self) -> None:
@@ -216,15 +216,16 @@ class SFTRecipe(PretrainRecipe):
     def _setup_loaders(self) -> None:
         cfg = self.cfg
         self.train_loader = self._example_loader("train", self.mixture.weights, self.batch_size, self.seed)
-        self.val_loader = None
-        if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient
+        self.val_loader = self.probe_sampler = None
+        if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient; Δ's probe
             target = resolve_target_weights(cfg.mixture.get("target_weights"), self.domains)
             self.val_loader = self._example_loader(
-                "val", target, int(cfg.mixture.get("val_batch_size", self.batch_size)), self.seed + 1)
-        self.probe_sampler = PerCategorySampler(
-            self.examples["train"], int(cfg.mixture.get("probe_seqs_per_domain", 8)), self.seq_len,
-            seed=self.seed + 2, rank=self.rank, world_size=self.world_size, pad_id=self.pad_id,
-        )
+                "val", target, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
+                self.seed + 1)
+            self.probe_sampler = PerCategorySampler(
+                self.examples["train"], self.per_rank(int(cfg.mixture.get("probe_seqs_per_domain", 8))),
+                self.seq_len, seed=self.seed + 2, rank=self.rank, world_size=self.world_size, pad_id=self.pad_id,
+            )
         # progress evaluations read val (what a setting may be chosen on); test is read once, at the end
         k = int(cfg.eval.examples_per_category)
         self.eval_batches = eval_example_batches(self.examples["val"], self.seq_len, k, self.pad_id)
@@ -257,13 +258,16 @@ class SFTRecipe(PretrainRecipe):
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def _greedy(self, prompt_ids: list[int], max_new: int) -> list[int]:
-        """Greedy decoding without a KV cache (a few short answers per category: simple beats fast)."""
+        """Greedy decoding without a KV cache (a few short answers per category: simple beats fast).
+
+        Several ranks: every rank decodes the same prompt (under FSDP2 a forward is a collective) and
+        takes rank 0's token at every position, so no rank can stop or go on alone: they stay in step."""
         max_ctx = int(self.cfg.model.max_seq_len)
         ids = list(prompt_ids)
         stop = {self.tokenizer.eos_id}
         for _ in range(max_new):
             logits = self.model(torch.tensor([ids[-max_ctx:]], device=self.device))
-            nxt = int(logits[0, -1].argmax())
+            nxt = broadcast_int(int(logits[0, -1].argmax()), self.device)
             if nxt in stop:
                 break
             ids.append(nxt)

@@ -11,7 +11,8 @@ What is checked, in order (the first problem is reported as ``<key>: <what was e
      signature of the builder their ``_component_`` names (unknown or missing arguments; for arguments
      annotated with plain ``int`` / ``float`` / ``str`` / ``bool``, their types);
   2. relations between keys: K = probe_steps <= E = episode_len, data.seq_len <= model.max_seq_len,
-     data.batch_size >= the number of ranks, the device exists;
+     the global sizes (``global_batch_keys``) divisible by the number of ranks, the device exists (one
+     GPU per rank with device=cuda);
   3. the filesystem: output_dir writable (nothing is created), ``resume`` finds a checkpoint, the
      shards open and match the optional
      ``data.tokenizer`` (a tokenizer.json) / ``data.tokenizer_sha256``, the model's vocabulary holds the
@@ -107,7 +108,8 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "shards": Key(str, required=True),
         "seq_len": Key(int, required=True, minimum=1),
-        "batch_size": Key(int, required=True, minimum=1),  # per rank
+        # global: rows per step over all ranks together; each rank takes batch_size / ranks (divisible)
+        "batch_size": Key(int, required=True, minimum=1),
         "tokenizer": Key(str, nullable=True),  # a tokenizer.json the shards must have been built with
         "tokenizer_sha256": Key(str, nullable=True),
     },
@@ -136,8 +138,10 @@ SCHEMA: dict[str, Any] = {
         "update": Key(str, choices=UPDATES),
         "min_weight": Key(NUMBER, minimum=0),
         "smoothing": Key(NUMBER, minimum=0),  # eps in α <- (1 - eps) α + eps / M (DoReMi's c), < 1
-        "probe_seqs_per_domain": Key(int, minimum=1),
-        "val_batch_size": Key(int, minimum=1),
+        # global, like data.batch_size (each divisible by the number of ranks): the same config learns
+        # the same α on 1 or 8 GPUs
+        "probe_seqs_per_domain": Key(int, minimum=1),  # sequences of each domain in Δ's probe batch
+        "val_batch_size": Key(int, minimum=1),  # validation rows per reference / DoGE step (default batch_size)
         "target_weights": Key((str, dict), nullable=True),
         # DoReMi's reference model: a safetensors file, or trained in stage 1 for reference_steps on
         # reference_weights (uniform | natural | {domain: weight})
@@ -150,7 +154,7 @@ SCHEMA: dict[str, Any] = {
         "windows_per_domain": Key(int, required=True, minimum=1),  # val windows (progress evaluations)
         # test windows of the final evaluation, the reported figure; null: the whole test split
         "test_windows_per_domain": Key(int, nullable=True, minimum=1),
-        "batch_size": Key(int, required=True, minimum=1),
+        "batch_size": Key(int, required=True, minimum=1),  # windows per forward pass on each rank
     },
     "metric_logger": Component(),
     # training checkpoints (tandem_components/training_state.py)
@@ -190,16 +194,19 @@ def validate_pretrain_config(
     recipe whose data is not token shards (SFT). Reads the data's index and the mixture export (if any);
     writes nothing.
     """
-    raw = _resolved(cfg)
-    _check_section("", raw, schema or SCHEMA, required_sections=required_sections)
-    _check_relations(raw, world_size)
-    _check_output_dir(raw["output_dir"])
-    _check_resume(raw)
-    if check_data is not None:
-        check_data(raw)
-        return
-    corpus = _check_shards(raw)
-    _check_mixture(raw, corpus, world_size)
+    try:
+        raw = _resolved(cfg)
+        _check_section("", raw, schema or SCHEMA, required_sections=required_sections)
+        _check_relations(raw, world_size)
+        _check_output_dir(raw["output_dir"])
+        _check_resume(raw)
+        if check_data is not None:
+            check_data(raw)
+            return
+        corpus = _check_shards(raw)
+        _check_mixture(raw, corpus)
+    except TandemError as e:  # every rank checks the same config against the same files: say it once
+        raise TandemError(str(e), every_rank=True) from None
 
 
 def _resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -374,8 +381,12 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
         raise TandemError(f"mixture.probe_steps: K={probe_steps} must not exceed mixture.episode_len E={episode_len}")
     if _is_instance(model["max_seq_len"], int) and data["seq_len"] > model["max_seq_len"]:
         raise TandemError(f"data.seq_len: {data['seq_len']} exceeds model.max_seq_len={model['max_seq_len']}")
-    if data["batch_size"] < world_size:
-        raise TandemError(f"data.batch_size: {data['batch_size']} is smaller than the number of ranks ({world_size})")
+    for key, value in global_batch_keys(raw).items():
+        if value % world_size:
+            raise TandemError(
+                f"{key}: {value} is a global size (all ranks together) and cannot be split over {world_size} "
+                f"ranks; use a multiple of {world_size}"
+            )
     if not _is_instance(raw["optimizer"]["lr"], float) or raw["optimizer"]["lr"] <= 0:
         raise TandemError(f"optimizer.lr: expected a number > 0, got {raw['optimizer']['lr']!r}")
     device = raw.get("device", "cpu")
@@ -389,13 +400,12 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
         raise TandemError(f"device: {device!r} requested but no CUDA device is available (use device=cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise TandemError(f"device: {device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))  # ranks on this node
+    if dev.type == "cuda" and ranks_here > torch.cuda.device_count():
+        raise TandemError(f"device: cuda with {ranks_here} ranks on this node but only {torch.cuda.device_count()} "
+                          "CUDA device(s) are visible (one GPU per rank: lower --nproc_per_node)")
     if mix.get("smoothing", 0) >= 1:
         raise TandemError(f"mixture.smoothing: expected 0 <= smoothing < 1, got {mix['smoothing']!r}")
-    if world_size > 1 and (raw.get("checkpoint") or {}).get("every_n_steps", 0):
-        raise TandemError(
-            "checkpoint.every_n_steps: training checkpoints are single-process only for now "
-            f"(this run has {world_size} ranks); set checkpoint.every_n_steps=0"
-        )
     if raw.get("fsdp_cpu_offload") and world_size == 1:
         raise TandemError("fsdp_cpu_offload: needs FSDP2, i.e. more than one rank (tune run --nproc_per_node N)")
     if mix["learner"] == "fixed" and mix.get("weights_from") is None and "weights" not in mix:
@@ -480,14 +490,25 @@ def _check_shards(raw: dict[str, Any]) -> ShardedCorpus:
 # 4. the mixture against the corpus's domains
 
 
-def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus, world_size: int = 1) -> None:
+def global_batch_keys(raw: Mapping[str, Any]) -> dict[str, int]:
+    """The config's global sizes, each split evenly over the ranks: the training batch, and with a
+    mixture learner Δ's probe (per domain) and the validation batch (default: the training batch)."""
+    data, mix = raw["data"], raw["mixture"]
+    sizes = {"data.batch_size": data["batch_size"]}
+    if mix.get("learner", "fixed") != "fixed":
+        sizes["mixture.probe_seqs_per_domain"] = mix.get("probe_seqs_per_domain", 8)
+        sizes["mixture.val_batch_size"] = mix.get("val_batch_size", data["batch_size"])
+    return sizes
+
+
+def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
     mix, data = raw["mixture"], raw["data"]
     domains = corpus.domains
     m = len(domains)
     natural = [corpus.num_tokens(d, "train") for d in domains]
     if "total_token_budget" in data:  # data-restricted: the budget split at natural proportions
         natural = [data["total_token_budget"] * n // max(sum(natural), 1) for n in natural]
-    run_tokens = raw["max_steps"] * data["batch_size"] * data["seq_len"] * world_size
+    run_tokens = raw["max_steps"] * data["batch_size"] * data["seq_len"]
     try:
         initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural, run_tokens=run_tokens)
     except TandemError as e:  # the export's own messages name its path: name the key as well

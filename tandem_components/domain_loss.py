@@ -37,20 +37,31 @@ class DomainLosses:
         return self.sums / self.counts  # 0/0 -> NaN marks "domain absent", callers decide what to do
 
     def global_mean(self) -> torch.Tensor:
-        """What a step differentiates: this rank's share of the token mean over the GLOBAL batch.
+        """What a step differentiates: this rank's share of the token mean over the GLOBAL batch
+        (``reduce_global``'s first half)."""
+        return self.reduce_global()[0]
+
+    def reduce_global(self) -> tuple[torch.Tensor, float]:
+        """(what a step differentiates, the global batch's token-mean loss), with one all-reduce.
 
         FSDP2 averages gradients over the N ranks, so each rank differentiates ``local_sum * N /
         global_count``. With the same number of target tokens on every rank (pretraining's windows) the
         factor is exactly 1 and this is ``mean``; SFT's rows differ in length, and the plain local mean
         would weight a rank's tokens by 1 / its own count, so the same config would learn another α on 2
-        ranks than on 1. One all-reduce of a scalar; ``mean`` itself in a single process.
+        ranks than on 1. The loss is the same float on every rank: a NaN on any rank is seen by all of
+        them, so they stop together. In one process: ``mean`` and its value.
         """
         _, world_size = rank_and_world_size()
         if world_size == 1:
-            return self.mean
-        local = self.counts.sum()
-        total = all_reduce_sum(local.clone())
-        return self.mean * (local * world_size / total.clamp_min(1.0)).to(self.mean.dtype)
+            return self.mean, float(self.mean.detach())
+        local_count = self.counts.sum()
+        # float64: this rank's loss sum (from ``mean``, what is differentiated: its NaN is the one that
+        # matters) and token count
+        stats = torch.stack([self.mean.detach().double() * local_count, local_count])
+        all_reduce_sum(stats)
+        total = stats[1].clamp_min(1.0)
+        objective = self.mean * (local_count * world_size / total).to(self.mean.dtype)
+        return objective, float(stats[0] / total)
 
 
 def per_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from tandem_components.atomic import atomic_write_text
+from tandem_components.distributed import all_reduce_sum, rank_and_world_size
 from tandem_components.domain_loss import DomainLosses, model_domain_losses
 
 
@@ -98,22 +99,33 @@ def evaluate_per_domain(
     forward: Callable[..., DomainLosses] = model_domain_losses,
     split: str = "val",
 ) -> EvalResult:
-    """Loss of ``model`` on each domain's fixed evaluation windows.
+    """Loss of ``model`` on each domain's fixed evaluation windows, the work shared by the ranks.
 
     Args:
         domain_batches: one ``Batch`` per domain holding all of its windows (``loader.eval_windows``).
-        batch_size: windows per forward pass.
+        batch_size: windows per forward pass (on each rank).
+
+    Several ranks: the forward passes (chunks of ``batch_size`` windows over all domains) are dealt out
+    round-robin, each rank sums its losses and tokens per domain, and the sums are all-reduced: every
+    rank returns the same result, having computed 1/N of it. Under FSDP2 a forward is a collective, so a
+    rank with one chunk fewer than the others runs its first chunk once more and discards it.
     """
     was_training = model.training
     model.eval()
     m = len(domains)
+    rank, world_size = rank_and_world_size()
+    chunks = [chunk for batch in domain_batches for chunk in batch.chunks(batch_size)]
+    mine = chunks[rank::world_size]
+    passes = -(-len(chunks) // world_size)  # every rank runs as many forwards as the busiest one
     sums = torch.zeros(m, dtype=torch.float64)
     counts = torch.zeros(m, dtype=torch.float64)
-    for batch in domain_batches:
-        for chunk in batch.chunks(batch_size):
-            losses = forward(model, chunk.to(device), m)
+    for i in range(passes):
+        losses = forward(model, (mine[i] if i < len(mine) else chunks[0]).to(device), m)
+        if i < len(mine):
             sums += losses.sums.cpu()
             counts += losses.counts.cpu()
     model.train(was_training)
+    totals = all_reduce_sum(torch.cat([sums, counts]).to(device)).cpu()
+    sums, counts = totals[:m], totals[m:]
     per_domain = {d: DomainEval(loss=float(sums[i] / counts[i]), tokens=int(counts[i])) for i, d in enumerate(domains)}
     return EvalResult(step=step, per_domain=per_domain, split=split)

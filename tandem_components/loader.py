@@ -158,6 +158,17 @@ def _set_rng_state(rng: np.random.Generator, sd: dict) -> None:
     }
 
 
+def upgrade_v1_state(sd: dict) -> dict:
+    """A loader or sampler state of format v1 (one process: per-rank sizes were the global ones, and the
+    rank was recorded) in this version's rank-free form."""
+    sd = dict(sd)
+    sd.pop("rank", None)
+    for old, new in (("batch_size", "global_batch_size"), ("per_domain", "global_per_domain")):
+        if old in sd:
+            sd[new] = sd.pop(old)
+    return sd
+
+
 def _check_config(sd: dict, expected: dict, what: str) -> None:
     for key, want in expected.items():
         if key not in sd:
@@ -220,7 +231,7 @@ class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
     Args:
         domain_tokens: one 1-D integer token array per domain (np.memmap), in the mixture's domain order.
         weights: α, (M,) >= 0 summing to 1 (within 1e-6).
-        batch_size: B >= 1 sequences per batch.
+        batch_size: B >= 1 sequences per batch on this rank (the global batch is B * world_size).
         seq_len: T >= 1 tokens per sequence (a window reads T + 1 tokens).
         seed: non-negative int seeding the generator. Every rank draws the same global batch of
             ``world_size * batch_size`` rows and keeps rows ``[rank * B, (rank + 1) * B)``, so ranks see
@@ -304,10 +315,10 @@ class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
             "weights": torch.from_numpy(self._weights.copy()),
             "tokens_drawn": torch.from_numpy(self._tokens_drawn.copy()),
             "num_batches": self._num_batches,
-            # configuration, checked on load: a mismatch would silently change the batches.
+            # configuration, checked on load: a mismatch would silently change the batches. The state is
+            # the same on every rank and for any number of ranks drawing the same global batch.
             "seed": self.seed,
-            "rank": self.rank,
-            "batch_size": self.batch_size,
+            "global_batch_size": self.batch_size * self.world_size,
             "seq_len": self.seq_len,
             "domain_lengths": torch.from_numpy(self._lengths.copy()),
         }
@@ -319,7 +330,7 @@ class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
     def _load(self, sd: dict) -> None:
         _check_config(
             sd,
-            {"seed": self.seed, "rank": self.rank, "batch_size": self.batch_size, "seq_len": self.seq_len,
+            {"seed": self.seed, "global_batch_size": self.batch_size * self.world_size, "seq_len": self.seq_len,
              "domain_lengths": self._lengths.tolist()},
             "loader",
         )
@@ -380,8 +391,7 @@ class PerDomainSampler:
             "rng": _rng_state(self._rng),
             "num_calls": self._num_calls,
             "seed": self.seed,
-            "rank": self.rank,
-            "per_domain": self.per_domain,
+            "global_per_domain": self.per_domain * self.world_size,
             "seq_len": self.seq_len,
             "domain_lengths": torch.from_numpy(self._lengths.copy()),
         }
@@ -389,7 +399,7 @@ class PerDomainSampler:
     def load_state_dict(self, sd: dict) -> None:
         _check_config(
             sd,
-            {"seed": self.seed, "rank": self.rank, "per_domain": self.per_domain, "seq_len": self.seq_len,
+            {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size, "seq_len": self.seq_len,
              "domain_lengths": self._lengths.tolist()},
             "per-domain sampler",
         )

@@ -71,7 +71,8 @@ class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
         categories: per category, its tokenised examples (``sft_data.tokenize_category``), in the
             mixture's domain order.
         weights: α, (M,) >= 0 summing to 1.
-        batch_size: B rows per rank. seq_len: T, the most input tokens of a row.
+        batch_size: B rows per rank (the global batch is B * world_size). seq_len: T, the most input
+            tokens of a row.
         seed, rank, world_size: as in ``WeightedDomainLoader`` (every rank draws the global batch).
         pad_id: token id of padding (labels there are IGNORE_INDEX). packing: see the module docstring.
 
@@ -163,7 +164,7 @@ class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
         return {
             "rng": _rng_state(self._rng), "weights": torch.from_numpy(self._weights.copy()),
             "examples_drawn": torch.from_numpy(self._drawn.copy()), "num_batches": self._num_batches,
-            "seed": self.seed, "rank": self.rank, "batch_size": self.batch_size, "seq_len": self.seq_len,
+            "seed": self.seed, "global_batch_size": self.batch_size * self.world_size, "seq_len": self.seq_len,
             "packing": self.packing, "domain_lengths": torch.from_numpy(self._sizes.copy()),
         }
 
@@ -172,7 +173,7 @@ class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
         self.reset(sd)
 
     def _load(self, sd: dict) -> None:
-        _check_config(sd, {"seed": self.seed, "rank": self.rank, "batch_size": self.batch_size,
+        _check_config(sd, {"seed": self.seed, "global_batch_size": self.batch_size * self.world_size,
                            "seq_len": self.seq_len, "packing": self.packing,
                            "domain_lengths": self._sizes.tolist()}, "SFT loader")
         for k in ("rng", "weights", "examples_drawn", "num_batches"):
@@ -221,12 +222,12 @@ class PerCategorySampler:
         return collate(rows, self.pad_id, np.array(ids))
 
     def state_dict(self) -> dict:
-        return {"rng": _rng_state(self._rng), "num_calls": self._num_calls, "seed": self.seed, "rank": self.rank,
-                "per_domain": self.per_domain, "seq_len": self.seq_len,
+        return {"rng": _rng_state(self._rng), "num_calls": self._num_calls, "seed": self.seed,
+                "global_per_domain": self.per_domain * self.world_size, "seq_len": self.seq_len,
                 "domain_lengths": torch.from_numpy(self._sizes.copy())}
 
     def load_state_dict(self, sd: dict) -> None:
-        _check_config(sd, {"seed": self.seed, "rank": self.rank, "per_domain": self.per_domain,
+        _check_config(sd, {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size,
                            "seq_len": self.seq_len, "domain_lengths": self._sizes.tolist()}, "per-category sampler")
         _set_rng_state(self._rng, sd["rng"])
         self._num_calls = int(sd["num_calls"])

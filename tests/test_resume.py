@@ -66,7 +66,7 @@ def test_resume_refuses_a_checkpoint_with_a_corrupted_byte(embedded_shards, tmp_
     args = [*TINY, "max_steps=10", "mixture.episode_len=5", "mixture.probe_steps=2", "checkpoint.every_n_steps=5",
             f"data.shards={embedded_shards}", f"output_dir={out}"]
     assert run_in_process("pretrain", STAGE1, *args, monkeypatch=monkeypatch) == 0
-    weights = out / "checkpoints" / "step_00000005" / "model.pt"
+    weights = out / "checkpoints" / "step_00000005" / "sharded" / "__0_0.distcp"  # the models' shard
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
@@ -74,7 +74,7 @@ def test_resume_refuses_a_checkpoint_with_a_corrupted_byte(embedded_shards, tmp_
     capsys.readouterr()
     assert run_in_process("pretrain", STAGE1, *args, "resume=true", monkeypatch=monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.pt" in err[0], err
+    assert len(err) == 1 and str(weights) in err[0], err
     assert (out / "eval.json").read_bytes() == eval_before  # nothing rewritten
 
 
