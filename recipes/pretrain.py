@@ -125,6 +125,8 @@ class PretrainRecipe:
         self._setup_loaders()
         # not the world size: the batch keys are global, so a checkpoint resumes on any number of ranks
         self.fingerprint = config_fingerprint(self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256})
+        self.v1_fingerprint = config_fingerprint(  # what a single-process checkpoint of format v1 recorded
+            self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256, "world_size": 1})
         if self.cfg.get("resume"):
             self._load_checkpoint()  # before anything is written: a refused checkpoint changes nothing
         self.metric_logger = config.instantiate(self.cfg.metric_logger) if is_main_process() else None
@@ -289,30 +291,33 @@ class PretrainRecipe:
     def _load_checkpoint(self) -> None:
         resume = self.cfg.resume
         path = find_latest_checkpoint(self.checkpoint_dir) if resume is True else Path(resume)
-        sharded = get_sharded_state(self._stateful_models())
-        ck = load_training_checkpoint(path, self.fingerprint, domains=self.domains, sharded=sharded)
-        if ck["sharded"]:
-            set_sharded_state(self._stateful_models(), sharded)
-            states = {name: ck[name] for name in ("train_loader", "val_loader", "probe_sampler") if name in ck}
-        else:  # format v1 (one process, full state dicts): read once; the next checkpoint is sharded
-            log.warning(f"{path}: a single-process (format v1) checkpoint, read once: the checkpoints this run "
-                        "writes are sharded (format v2) and resume on any number of ranks")
-            load_full_state(self._stateful_models(), {"model": (ck["model"], ck["optimizer"]),
-                                                      "reference": (ck.get("reference_model"), ck.get("reference_optimizer"))})
-            states = {name: upgrade_v1_state(ck[name]) for name in ("train_loader", "val_loader", "probe_sampler") if name in ck}
+        parts = self._stateful_models()
+        sharded = get_sharded_state(parts)
+        ck = load_training_checkpoint(path, self.fingerprint, domains=self.domains, sharded=sharded,
+                                      v1_fingerprint=self.v1_fingerprint)
+        if ck["sharded"]:  # DCP filled `sharded`, resharded to this run's ranks
+            set_sharded_state(parts, sharded)
+        else:  # format v1 (one process, full state dicts): read once, the next checkpoint is sharded
+            if is_main_process():
+                log.warning(f"{path}: a single-process checkpoint (format v1), read once; the checkpoints this "
+                            "run writes are sharded (format v2) and resume on any number of ranks")
+            load_full_state(parts, {"model": (ck["model"], ck["optimizer"]),
+                                    "reference": (ck.get("reference_model"), ck.get("reference_optimizer"))})
+            ck.update({k: upgrade_v1_state(ck[k]) for k in ("train_loader", "val_loader", "probe_sampler") if k in ck})
         self.lr_scheduler.load_state_dict(ck["lr_scheduler"])
         self.mixture.load_state_dict(ck["mixture"])
         self.estimator.load_state_dict(ck["estimator"])
-        self.train_loader.load_state_dict(states["train_loader"])
+        self.train_loader.load_state_dict(ck["train_loader"])
         if self.probe_sampler is not None:
-            self.probe_sampler.load_state_dict(states["probe_sampler"])
+            self.probe_sampler.load_state_dict(ck["probe_sampler"])
         if self.val_loader is not None:
-            self.val_loader.load_state_dict(states["val_loader"])
+            self.val_loader.load_state_dict(ck["val_loader"])
         self.start_step = int(ck["step"])
         restore_rng_state(ck["rng"])  # last: building the models above drew random numbers
-        where = f" (written on {ck['world_size']} rank(s), resharded to {self.world_size})" if ck["world_size"] != self.world_size else ""
         if is_main_process():
-            log.info(f"resumed from {path} at step {self.start_step}{where}")
+            moved = ck["world_size"] != self.world_size
+            log.info(f"resumed from {path} at step {self.start_step}"
+                     + (f" (written on {ck['world_size']} rank(s), resharded to {self.world_size})" if moved else ""))
 
     # ------------------------------------------------------------------ train
     def _train_step(self, model, optimizer, scheduler, batch) -> float:

@@ -429,6 +429,7 @@ def load_training_checkpoint(
     *,
     domains: Sequence[str] | None = None,
     sharded: MutableMapping[str, Any] | None = None,
+    v1_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Verify and load a checkpoint dir written by ``save_training_checkpoint`` (or format v1).
 
@@ -439,17 +440,19 @@ def load_training_checkpoint(
 
     ``sharded``: the state to load the ``sharded/`` part into, in place (this run's
     ``get_sharded_state``: DCP reshards to it). A checkpoint without one (format v1) leaves it untouched.
+    ``v1_fingerprint``: what a format-v1 checkpoint of this config recorded (its fingerprint held the
+    world size, always 1), compared instead of ``expected_fingerprint`` for such a checkpoint.
 
     Returns ``{"step", "config_fingerprint", "world_size", "format", "sharded": bool, <component>: state,
     ..., "rng": ...}``. Raises a one-line ``TandemError`` (``every_rank``) naming the file on any problem.
     """
     try:
-        return _load(Path(path), expected_fingerprint, domains, sharded)
+        return _load(Path(path), expected_fingerprint, domains, sharded, v1_fingerprint)
     except TandemError as e:
         raise TandemError(str(e), every_rank=True) from None
 
 
-def _load(path: Path, expected_fingerprint, domains, sharded) -> dict[str, Any]:
+def _load(path: Path, expected_fingerprint, domains, sharded, v1_fingerprint) -> dict[str, Any]:
     if not path.is_dir():
         raise TandemError(f"{path}: training checkpoint directory not found")
     manifest = read_manifest(path)
@@ -458,6 +461,8 @@ def _load(path: Path, expected_fingerprint, domains, sharded) -> dict[str, Any]:
     if domains is not None and saved_domains is not None and list(saved_domains) != list(domains):
         raise TandemError(f"{manifest_path}: checkpoint was written for the domains {saved_domains}, this run has "
                           f"{list(domains)}; resume with the data it was trained on")
+    if manifest["format"] == FORMAT_V1 and v1_fingerprint is not None:
+        expected_fingerprint = v1_fingerprint
     if expected_fingerprint is not None and manifest["config_fingerprint"] != expected_fingerprint:
         raise TandemError(
             f"{manifest_path}: checkpoint was written with a different config (fingerprint "

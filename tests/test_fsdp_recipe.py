@@ -83,15 +83,17 @@ ONE_RANK_FAILS = [*TINY, "max_steps=40", "checkpoint.every_n_steps=5", "mixture.
 
 
 def test_nan_on_one_rank_stops_both_with_one_line(embedded_shards, tmp_path):
-    """The NaN guard reads the all-reduced loss of the global batch: both ranks stop at the same step,
-    rank 0 says it once, and the last good checkpoint is named."""
+    """The NaN guard reads the all-reduced loss of the global batch: rank 0, whose own loss is finite,
+    stops at the same step as rank 1 and says it once (``--tee 3`` prefixes each line with its rank);
+    the last good checkpoint is named."""
     out = tmp_path / "nan"
     start = time.monotonic()
     proc = tune_run("pretrain", STAGE2, *ONE_RANK_FAILS, f"data.shards={embedded_shards}", f"output_dir={out}",
-                    launcher=["--nproc_per_node", "2"], timeout=180)
+                    launcher=["--nproc_per_node", "2", "--tee", "3"], timeout=180)
     assert time.monotonic() - start < 120  # both ranks exited (a hang would wait for the 30-min timeout)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("tandem: error:")]
-    assert len(errors) == 1 and "(not finite) after 12 steps" in errors[0] and "step_00000010" in errors[0], errors
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "tandem: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("[default0]:tandem: error:"), errors
+    assert "(not finite) after 12 steps" in errors[0] and "step_00000010" in errors[0], errors
     assert proc.returncode != 0
     assert not (out / "eval.json").exists()
 
