@@ -130,10 +130,33 @@ def test_bad_config_is_refused_with_one_line_naming_the_key(stage1, tmp_path, ca
     assert not (tmp_path / "out").exists()  # validation writes nothing
 
 
-def test_batch_smaller_than_the_number_of_ranks(stage1):
-    validate_pretrain_config(stage1, world_size=16)
-    with pytest.raises(TandemError, match=r"^data\.batch_size: 16 is smaller than the number of ranks \(32\)"):
-        validate_pretrain_config(stage1, world_size=32)
+def test_global_sizes_must_split_evenly_over_the_ranks(stage1):
+    """The batch keys are global (all ranks together): a world size that does not divide one of them
+    cannot run the config, nor resume its checkpoints, and says which key and why."""
+    validate_pretrain_config(stage1, world_size=16)  # 16 sequences, 16 per domain in the probe: 1 per rank
+    with pytest.raises(TandemError, match=r"^data\.batch_size: 16 is a global size .* cannot be split over 3 ranks"):
+        validate_pretrain_config(stage1, world_size=3)
+    stage1.mixture.probe_seqs_per_domain = 6
+    with pytest.raises(TandemError, match=r"^mixture\.probe_seqs_per_domain: 6 is a global size .* over 4 ranks"):
+        validate_pretrain_config(stage1, world_size=4)
+    stage1.mixture.probe_seqs_per_domain = 8
+    stage1.mixture.val_batch_size = 12
+    with pytest.raises(TandemError, match=r"^mixture\.val_batch_size: 12 is a global size .* over 8 ranks"):
+        validate_pretrain_config(stage1, world_size=8)
+    with pytest.raises(TandemError) as e:
+        validate_pretrain_config(stage1, world_size=8)
+    assert e.value.every_rank  # every rank checks the same config: rank 0 alone prints it
+
+
+def test_cuda_with_more_ranks_than_gpus_is_refused_before_any_work(stage1, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # this machine has no GPU: say it has one
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    stage1.device = "cuda"
+    validate_pretrain_config(stage1, world_size=1)
+    with pytest.raises(TandemError, match=r"^device: cuda with 2 ranks on this node but only 1 CUDA device"):
+        validate_pretrain_config(stage1, world_size=2)
 
 
 def test_shipped_configs_pass(embedded_shards, tmp_path):

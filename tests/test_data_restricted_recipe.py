@@ -97,3 +97,22 @@ def test_stage2_refuses_a_mixture_learned_under_another_budget_or_run_length(emb
     assert run_in_process("data_restricted", STAGE2, *stage2, "max_steps=5", "data.allow_budget_mismatch=true",
                           f"output_dir={out}", monkeypatch=monkeypatch) == 0
     assert json.loads((out / "eval_test.json").read_text())["split"] == "test"
+
+
+def test_resume_repeats_the_same_epochs_bit_identically(embedded_shards, tmp_path, monkeypatch):
+    """Checkpoint at step 4 of 8; a fresh run resumed from it ends bit-identical: the budgeted loader's
+    position (hence the epochs of each domain) and α continue where they were."""
+    import shutil
+
+    run = [*TINY, f"data.shards={embedded_shards}", "data.total_token_budget=60000", "max_steps=8",
+           "mixture.episode_len=2", "mixture.probe_steps=1", "mixture.probe_seqs_per_domain=2",
+           "mixture.val_batch_size=4", "checkpoint.every_n_steps=4"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert run_in_process("data_restricted", STAGE1, *run, f"output_dir={whole}", monkeypatch=monkeypatch) == 0
+    shutil.copytree(whole / "checkpoints", resumed / "checkpoints")
+    shutil.copy(whole / "mixture_trajectory.jsonl", resumed)  # rows past step 4 are dropped on resume
+    assert run_in_process("data_restricted", STAGE1, *run, f"output_dir={resumed}", "resume=true",
+                          monkeypatch=monkeypatch) == 0
+    for name in ("mixture_trajectory.jsonl", "generalization.json", "eval_test.json"):
+        assert (whole / name).read_text() == (resumed / name).read_text(), name
+    assert (whole / "model" / "model.safetensors").read_bytes() == (resumed / "model" / "model.safetensors").read_bytes()

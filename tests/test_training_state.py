@@ -267,3 +267,66 @@ def test_truncate_trajectory(tmp_path):
     assert truncate_trajectory(tmp_path / "new.jsonl", 0) == 0
     with pytest.raises(TandemError, match="holds 2 complete rows, the checkpoint has 3"):
         truncate_trajectory(path, 3)
+
+
+# ---- the sharded part (DCP) and the checks a resume makes before touching anything -------------------------
+from tandem_components.sharded_state import get_sharded_state, set_sharded_state  # noqa: E402
+
+
+def _model_and_optimizer(seed: int):
+    model = tiny_decoder(seed=seed)
+    optimizer = adamw(1e-2)(model.parameters())
+    return model, optimizer
+
+
+@pytest.fixture
+def sharded_checkpoint(tmp_path):
+    """A checkpoint whose model and optimizer went through DCP (one process: one shard file)."""
+    model, optimizer = _model_and_optimizer(0)
+    model(torch.arange(16).view(2, 8)).float().mean().backward()
+    optimizer.step()
+    path = save_training_checkpoint(tmp_path / "ckpts", 3, {"x": {"v": torch.tensor([3])}}, fingerprint=FINGERPRINT,
+                                    sharded=get_sharded_state({"model": (model, optimizer)}), domains=DOMAINS)
+    return path, model, optimizer
+
+
+def test_the_sharded_part_round_trips_into_a_fresh_model(sharded_checkpoint):
+    path, model, optimizer = sharded_checkpoint
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    assert manifest["format"] == "tandem-training-checkpoint/v2" and manifest["world_size"] == 1
+    assert any(name.startswith("sharded/") and name.endswith(".distcp") for name in manifest["files"])
+    fresh, fresh_optimizer = _model_and_optimizer(seed=5)
+    parts = {"model": (fresh, fresh_optimizer)}
+    state = get_sharded_state(parts)
+    ckpt = load_training_checkpoint(path, FINGERPRINT, domains=DOMAINS, sharded=state)
+    set_sharded_state(parts, state)
+    assert ckpt["step"] == 3 and ckpt["sharded"]
+    for got, want in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(got, want)
+    want = next(iter(optimizer.state.values()))
+    got = next(iter(fresh_optimizer.state.values()))
+    assert torch.equal(got["exp_avg_sq"], want["exp_avg_sq"]) and float(got["step"]) == float(want["step"]) == 1.0
+
+
+@pytest.mark.parametrize("damage", ["delete_shard", "truncate_shard", "other_domains"])
+def test_a_damaged_sharded_checkpoint_is_refused_before_anything_loads(sharded_checkpoint, damage):
+    path, _, _ = sharded_checkpoint
+    shard = next((path / "sharded").glob("*.distcp"))
+    domains, expected, target = DOMAINS, "", shard
+    if damage == "delete_shard":
+        shard.unlink()
+        expected = "missing from training checkpoint"
+    elif damage == "truncate_shard":
+        shard.write_bytes(shard.read_bytes()[:100])
+        expected = "truncated or corrupt"
+    else:
+        domains, target, expected = ["a", "b", "z"], path / MANIFEST_NAME, "written for the domains ['a', 'b', 'c']"
+    fresh, fresh_optimizer = _model_and_optimizer(seed=5)
+    state = get_sharded_state({"model": (fresh, fresh_optimizer)})
+    before = [t.clone() for t in fresh.state_dict().values()]
+    with pytest.raises(TandemError) as e:
+        load_training_checkpoint(path, FINGERPRINT, domains=domains, sharded=state)
+    message = str(e.value)
+    assert str(target) in message and expected in message and "\n" not in message, message
+    assert e.value.every_rank  # all ranks verify together and raise the same line
+    assert all(torch.equal(a, b) for a, b in zip(before, fresh.state_dict().values()))  # nothing touched
