@@ -59,15 +59,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
-def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """True on every rank if ``flag`` is true on any rank: a decision all ranks take together."""
-    if not is_distributed():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def broadcast_int(value: int, device: torch.device | str = "cpu") -> int:
     """Rank 0's ``value`` on every rank (``value`` itself in one process)."""
     if not is_distributed():

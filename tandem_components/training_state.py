@@ -111,7 +111,7 @@ def config_fingerprint(
     exclude: tuple[str, ...] = FINGERPRINT_EXCLUDED,
 ) -> str:
     """Hex sha256 of the resolved config minus ``exclude`` (dotted keys), plus ``extra`` (e.g. the corpus
-    ``index_sha256`` and the world size, which decide the batches as much as any config key does)."""
+    ``index_sha256``, which decides the batches as much as any config key does)."""
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
     for dotted in exclude:
         node: Any = plain

@@ -139,7 +139,7 @@ def stage1(embedded_shards, tmp_path):
 
 
 def test_config_validation(stage1):
-    run_tokens = stage1.max_steps * stage1.data.batch_size * stage1.data.seq_len  # one rank
+    run_tokens = stage1.max_steps * stage1.data.batch_size * stage1.data.seq_len  # batch_size is global
     corpus = ShardedCorpus.open(stage1.data.shards)
     train = sum(corpus.num_tokens(d, "train") for d in corpus.domains)
 
@@ -156,9 +156,9 @@ def test_config_validation(stage1):
     _refused("mixture.max_epochs", validate_pretrain_config, stage1)
     stage1.mixture.max_epochs = 0.5 * run_tokens / train  # C * sum(n) = N / 2
     _refused("mixture.max_epochs", validate_pretrain_config, stage1)
-    stage1.mixture.max_epochs = 1.5 * run_tokens / train  # enough for one rank, not for two
+    stage1.mixture.max_epochs = 1.5 * run_tokens / train  # enough: the batch is global, so on 2 ranks too
     validate_pretrain_config(stage1)
-    _refused("mixture.max_epochs", validate_pretrain_config, stage1, world_size=2)
+    validate_pretrain_config(stage1, world_size=2)
 
     # data-restricted: n = the token budget, so the same C places fewer tokens
     stage1.data.total_token_budget = train // 2
