@@ -17,8 +17,13 @@ Both stages evaluate per-domain validation loss and perplexity every ``eval.ever
 end; the final model is also evaluated on the **test** split (every window of it by default), the figure
 a comparison reports: no method reads test (TANDEM's reference and DoGE's gradient use val). Outputs in
 ``output_dir``: mixture.yaml, mixture_trajectory.{jsonl,png} (learners only), eval.{json,csv} (val),
-eval_test.{json,csv} (test), summary.json, model/model.safetensors, logs/. With ``checkpoint.every_n_steps`` they save the full
-training state; ``resume=true`` continues bit-for-bit from the latest checkpoint.
+eval_test.{json,csv} (test), summary.json, model/model.safetensors, logs/.
+
+The batch keys (``data.batch_size``, ``mixture.probe_seqs_per_domain``, ``mixture.val_batch_size``) are
+global sizes, split evenly over the ranks: the same config learns the same α on any number of GPUs.
+With ``checkpoint.every_n_steps`` the full training state is saved (the twins and optimizers sharded,
+through DCP: tandem_components/training_state.py); ``resume=true`` continues bit-for-bit from the latest
+checkpoint on the same number of ranks, and resharded on another number.
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ from tandem_components.parallel import (
 )
 from tandem_components.plots import plot_mixture_trajectory
 from tandem_components.shards import ShardedCorpus
-from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
 from tandem_components.sharded_state import get_sharded_state, load_full_state, set_sharded_state
+from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
 from tandem_components.training_state import (
     config_fingerprint,
     find_latest_checkpoint,
@@ -286,7 +291,7 @@ class PretrainRecipe:
             keep_last=self.checkpoint_keep, sharded=get_sharded_state(self._stateful_models()), domains=self.domains,
         )
         if is_main_process():
-            tqdm.write(f"checkpoint: {path}")
+            log.info(f"checkpoint: {path}")
 
     def _load_checkpoint(self) -> None:
         resume = self.cfg.resume

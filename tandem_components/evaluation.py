@@ -108,7 +108,7 @@ def evaluate_per_domain(
     Several ranks: the forward passes (chunks of ``batch_size`` windows over all domains) are dealt out
     round-robin, each rank sums its losses and tokens per domain, and the sums are all-reduced: every
     rank returns the same result, having computed 1/N of it. Under FSDP2 a forward is a collective, so a
-    rank with one chunk fewer than the others runs its first chunk once more and discards it.
+    rank with one chunk fewer than the others runs the first chunk once more and discards the result.
     """
     was_training = model.training
     model.eval()
