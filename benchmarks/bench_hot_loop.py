@@ -64,9 +64,11 @@ class ShardWindows(Dataset):
         return {"tokens": self.tokens[i], "labels": self.tokens[i]}
 
 
-def write_torchtune_setup(out: Path, steps: int) -> Path:
-    """Initial weights (torchtune format) and the ``full_finetune_single_device`` config; returns the config."""
-    cfg = bc.load_config(TINY)
+def write_torchtune_setup(out: Path, steps: int, config: str = TINY, overrides: tuple[str, ...] = (),
+                          device: str = "cpu", dtype: str = "fp32", compile: bool = False) -> Path:
+    """Initial weights (torchtune format) and the ``full_finetune_single_device`` config for the model, data,
+    batch and optimizer of our ``config`` (+ ``overrides``) with the given flags; returns the config."""
+    cfg = bc.load_config(config, *overrides)
     dims = {k: v for k, v in cfg.model.items() if k != "_component_"}
     from tandem_components.torchtune_api import llama3
 
@@ -77,7 +79,7 @@ def write_torchtune_setup(out: Path, steps: int) -> Path:
     torch.save(model.state_dict(), ckpt / "model.pt")
     b, t = int(cfg.data.batch_size), int(cfg.data.seq_len)
     dims_yaml = "\n".join(f"  {k}: {v}" for k, v in dims.items())
-    text = f"""# written by benchmarks/bench_hot_loop.py: torchtune's full_finetune_single_device on the tiny model
+    text = f"""# written by benchmarks/bench_hot_loop.py: torchtune's full_finetune_single_device on our model
 output_dir: {out}/torchtune_run
 model:
   _component_: torchtune.models.llama3.llama3
@@ -117,9 +119,9 @@ loss:
   _component_: torch.nn.CrossEntropyLoss
 optimizer_in_bwd: False
 clip_grad_norm: {cfg.clip_grad_norm}
-compile: False
-device: cpu
-dtype: fp32
+compile: {compile}
+device: {device}
+dtype: {dtype}
 enable_activation_checkpointing: False
 enable_activation_offloading: False
 metric_logger:

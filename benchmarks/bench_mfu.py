@@ -61,10 +61,12 @@ def main() -> None:
         import json
 
         domains = len(json.loads((bc.REPO_ROOT / cfg.data.shards / "index.json").read_text())["domains"])
+        per_domain, budget = int(cfg.mixture.get("probe_seqs_per_domain", 8)), cfg.mixture.get("probe_budget")
+        probed = domains if budget is None else min(domains, int(budget) // per_domain)  # a bounded probe: D of M
         per_token = tandem_flops_per_proxy_token(
             per_token, int(cfg.mixture.episode_len), int(cfg.mixture.probe_steps),
             val_batch_ratio=int(cfg.mixture.get("val_batch_size", b)) / b,
-            probe_batch_ratio=domains * int(cfg.mixture.get("probe_seqs_per_domain", 8)) / b,
+            probe_batch_ratio=probed * per_domain / b,
         )
     rate = steady_tokens_per_s(bc.REPO_ROOT / args.run / "logs", tokens_per_step, args.skip)
     per_gpu = rate / args.gpus

@@ -53,7 +53,13 @@ from tandem_components.estimators.doremi import freeze
 from tandem_components.evaluation import evaluate_per_domain
 from tandem_components.export import write_mixture_export
 from tandem_components.hf_checkpoint import export_hf_llama
-from tandem_components.loader import PerDomainSampler, WeightedDomainLoader, eval_windows, upgrade_v1_state
+from tandem_components.loader import (
+    DEFAULT_PROBE_BUDGET,
+    PerDomainSampler,
+    WeightedDomainLoader,
+    eval_windows,
+    upgrade_v1_state,
+)
 from tandem_components.mixture import MixtureState
 from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
 from tandem_components.parallel import (
@@ -128,6 +134,10 @@ class PretrainRecipe:
         self._setup_mixture()
         self._setup_models()
         self._setup_loaders()
+        if self.probe_sampler is not None and is_main_process():
+            schedule, per_domain = self.probe_sampler.schedule, int(self.cfg.mixture.get("probe_seqs_per_domain", 8))
+            log.info(f"Δ's probe: {schedule.domains_per_probe} of {schedule.num_domains} domains x {per_domain} "
+                     f"sequences per update; every domain re-measured within {schedule.bound} update(s)")
         # not the world size: the batch keys are global, so a checkpoint resumes on any number of ranks
         self.fingerprint = config_fingerprint(self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256})
         self.v1_fingerprint = config_fingerprint(  # what a single-process checkpoint of format v1 recorded
@@ -260,9 +270,15 @@ class PretrainRecipe:
             self.probe_sampler = PerDomainSampler(
                 self.train_tokens, self.per_rank(int(cfg.mixture.get("probe_seqs_per_domain", 8))), self.seq_len,
                 seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
+                domains_per_probe=self.domains_per_probe(),
             )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
+
+    def domains_per_probe(self) -> int | None:
+        """D: ``mixture.probe_budget // probe_seqs_per_domain`` domains per probe (None: all of them)."""
+        budget = self.cfg.mixture.get("probe_budget", DEFAULT_PROBE_BUDGET)
+        return None if budget is None else int(budget) // int(self.cfg.mixture.get("probe_seqs_per_domain", 8))
 
     # ------------------------------------------------------------ checkpoints
     def _training_state(self) -> dict:
@@ -490,6 +506,9 @@ class PretrainRecipe:
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing,
             "probe_seqs_per_domain": int(cfg.mixture.get("probe_seqs_per_domain", 8)),
+            "probe_budget": cfg.mixture.get("probe_budget", DEFAULT_PROBE_BUDGET),
+            **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
+                "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),
             "batch_size": self.global_batch_size, "seq_len": self.seq_len, "world_size": self.world_size,
             **self.estimator.hyperparameters(),
         }

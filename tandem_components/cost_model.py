@@ -41,7 +41,8 @@ class UnitCosts:
         train_step_s: one optimizer step of one model on one train batch (B x T), incl. drawing it.
         reference_step_s: one reference step: forward + backward of a train batch AND a validation
             batch, one optimizer step, incl. drawing the validation batch.
-        probe_forward_s: one no-grad forward of ONE twin on the probe batch (M x probe_seqs_per_domain).
+        probe_forward_s: one no-grad forward of ONE twin on the probe batch (D x probe_seqs_per_domain
+            sequences: D = M, or ``mixture.probe_budget // probe_seqs_per_domain`` with a bounded probe).
         sync_s: one synchronisation w <- u.
     """
 

@@ -28,6 +28,10 @@ from tandem_components.errors import TandemError
 
 _STREAM_TRAIN = 0
 _STREAM_PER_DOMAIN = 1
+_STREAM_PROBE_ORDER = 3
+#: mixture.probe_budget when a config does not set it: sequences in Δ's probe batch per update, whatever M
+#: (the embedded corpus's 7 domains x 16 fit: its runs are unchanged; 112 domains get 8 per update)
+DEFAULT_PROBE_BUDGET = 128
 _SUM_TOL = 1e-6
 
 
@@ -160,9 +164,11 @@ def _set_rng_state(rng: np.random.Generator, sd: dict) -> None:
 
 def upgrade_v1_state(sd: dict) -> dict:
     """A loader or sampler state of format v1 (one process: per-rank sizes were the global ones, and the
-    rank was recorded) in this version's rank-free form."""
+    rank was recorded; a probe held every domain) in this version's rank-free form."""
     sd = dict(sd)
     sd.pop("rank", None)
+    if "per_domain" in sd:  # a sampler: it probed all its domains
+        sd["domains_per_probe"] = len(sd["domain_lengths"])
     for old, new in (("batch_size", "global_batch_size"), ("per_domain", "global_per_domain")):
         if old in sd:
             sd[new] = sd.pop(old)
@@ -348,16 +354,45 @@ class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
 
 
 # ---- fixed per-domain batches -----------------------------------------------------------------------------
-class PerDomainSampler:
-    """Fixed number of windows per domain (paired probe batches for Δ, validation batches for the reference).
+class ProbeSchedule:
+    """Which domains a probe batch holds: all M, or ``domains_per_probe`` = D of them, in turns.
 
-    ``sample()`` returns ``per_domain`` fresh random windows of every domain, grouped by domain
-    (``domain_ids`` = [0]*per_domain + [1]*per_domain + ...), so B = M * per_domain.
+    A bounded probe (``mixture.probe_budget``) holds D < M domains: the domains are visited in a fixed
+    order (a permutation drawn once from the seed, so that neighbouring domains, e.g. the sub-domains of
+    one source, are not always probed together), D consecutive ones per call, wrapping around. Every
+    domain is therefore probed at least once in any ceil(M / D) consecutive calls (``bound``).
+    """
+
+    def __init__(self, num_domains: int, domains_per_probe: int | None, seed: int):
+        self.num_domains = num_domains
+        self.domains_per_probe = num_domains if domains_per_probe is None else min(
+            _check_int(domains_per_probe, "domains_per_probe", 1), num_domains)
+        self._order = _make_rng(seed, 0, _STREAM_PROBE_ORDER).permutation(num_domains)
+
+    @property
+    def bound(self) -> int:
+        """Every domain is probed at least once in any this many consecutive calls."""
+        return -(-self.num_domains // self.domains_per_probe)
+
+    def domains(self, call: int) -> np.ndarray:
+        """The (sorted) domain ids of probe number ``call`` (0-based)."""
+        m, d = self.num_domains, self.domains_per_probe
+        if d == m:
+            return np.arange(m, dtype=np.int64)
+        return np.sort(self._order[(call * d + np.arange(d)) % m]).astype(np.int64)
+
+
+class PerDomainSampler:
+    """Fixed number of windows per probed domain (the paired probe batches for Δ).
+
+    ``sample()`` returns ``per_domain`` fresh random windows of every domain the ``ProbeSchedule`` names
+    for this call (all of them by default), grouped by domain (``domain_ids`` = [d0]*per_domain +
+    [d1]*per_domain + ...), so B = D * per_domain.
     """
 
     def __init__(
         self, domain_tokens, per_domain: int, seq_len: int, seed: int, rank: int = 0, token_budget=None,
-        world_size: int = 1,
+        world_size: int = 1, domains_per_probe: int | None = None,
     ):
         self._arrays = _check_domains(domain_tokens)
         self.per_domain = _check_int(per_domain, "per_domain", 1)
@@ -365,12 +400,7 @@ class PerDomainSampler:
         self.seed = _check_int(seed, "seed", 0)
         self.rank, self.world_size = _check_rank(rank, world_size)
         self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
-        m = len(self._arrays)
-        self._ids = np.repeat(np.arange(m, dtype=np.int64), self.per_domain)
-        # As in WeightedDomainLoader, all ranks draw the global batch (per_domain windows of each domain
-        # for each rank) and keep their share: the union over ranks does not depend on the world size.
-        global_ids = np.repeat(np.arange(m, dtype=np.int64), self.per_domain * self.world_size)
-        self._global_highs = self._lengths[global_ids] - self.seq_len
+        self.schedule = ProbeSchedule(len(self._arrays), domains_per_probe, self.seed)
         self._rng = _make_rng(self.seed, 0, _STREAM_PER_DOMAIN)
         self._num_calls = 0
 
@@ -379,12 +409,17 @@ class PerDomainSampler:
         return len(self._arrays)
 
     def sample(self) -> Batch:
-        starts = self._rng.integers(0, self._global_highs, dtype=np.int64)
-        m, w, k = self.num_domains, self.world_size, self.per_domain
-        starts = starts.reshape(m, w, k)[:, self.rank, :].reshape(-1)
-        tokens, labels = _gather_windows(self._arrays, self._ids, starts, self.seq_len)
+        chosen = self.schedule.domains(self._num_calls)
+        w, k = self.world_size, self.per_domain
+        # As in WeightedDomainLoader, all ranks draw the global batch (per_domain windows of each domain
+        # for each rank) and keep their share: the union over ranks does not depend on the world size.
+        highs = self._lengths[np.repeat(chosen, k * w)] - self.seq_len
+        starts = self._rng.integers(0, highs, dtype=np.int64)
+        starts = starts.reshape(len(chosen), w, k)[:, self.rank, :].reshape(-1)
+        ids = np.repeat(chosen, k)
+        tokens, labels = _gather_windows(self._arrays, ids, starts, self.seq_len)
         self._num_calls += 1
-        return Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(self._ids.copy()))
+        return Batch(tokens=tokens, labels=labels, domain_ids=torch.from_numpy(ids))
 
     def state_dict(self) -> dict:
         return {
@@ -394,13 +429,14 @@ class PerDomainSampler:
             "global_per_domain": self.per_domain * self.world_size,
             "seq_len": self.seq_len,
             "domain_lengths": torch.from_numpy(self._lengths.copy()),
+            "domains_per_probe": self.schedule.domains_per_probe,
         }
 
     def load_state_dict(self, sd: dict) -> None:
         _check_config(
             sd,
             {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size, "seq_len": self.seq_len,
-             "domain_lengths": self._lengths.tolist()},
+             "domain_lengths": self._lengths.tolist(), "domains_per_probe": self.schedule.domains_per_probe},
             "per-domain sampler",
         )
         for key in ("rng", "num_calls"):

@@ -30,6 +30,7 @@ from tandem_components.errors import TandemError
 from tandem_components.loader import (
     AlphaSampling,
     Batch,
+    ProbeSchedule,
     _check_config,
     _check_int,
     _check_rank,
@@ -190,11 +191,12 @@ class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
 
 
 class PerCategorySampler:
-    """``per_domain`` random examples of every category (paired probe batches for Δ), grouped by category
-    (``domain_ids`` = [0]*k + [1]*k + ...), one example per row, padded to the longest row."""
+    """``per_domain`` random examples of every probed category (paired probe batches for Δ), grouped by
+    category (``domain_ids`` = [c0]*k + [c1]*k + ...), one example per row, padded to the longest row.
+    Which categories: all of them, or ``domains_per_probe`` in turns (``loader.ProbeSchedule``)."""
 
     def __init__(self, categories, per_domain: int, seq_len: int, seed: int, rank: int = 0, world_size: int = 1,
-                 pad_id: int = 0):
+                 pad_id: int = 0, domains_per_probe: int | None = None):
         self._cats = _check_categories(categories)
         self.per_domain = _check_int(per_domain, "per_domain", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
@@ -202,6 +204,7 @@ class PerCategorySampler:
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad_id = int(pad_id)
         self._sizes = np.array([len(c) for c in self._cats], dtype=np.int64)
+        self.schedule = ProbeSchedule(len(self._cats), domains_per_probe, self.seed)
         self._rng = _make_rng(self.seed, 0, _STREAM_PROBE)
         self._num_calls = 0
 
@@ -212,8 +215,8 @@ class PerCategorySampler:
     def sample(self) -> Batch:
         k, w = self.per_domain, self.world_size
         rows, ids = [], []
-        for m, n in enumerate(self._sizes.tolist()):
-            picks = self._rng.integers(0, n, size=k * w)[self.rank * k:(self.rank + 1) * k]
+        for m in self.schedule.domains(self._num_calls).tolist():
+            picks = self._rng.integers(0, int(self._sizes[m]), size=k * w)[self.rank * k:(self.rank + 1) * k]
             for i in picks.tolist():
                 x, y = self._cats[m][i].inputs_and_labels()
                 rows.append((x[: self.seq_len], y[: self.seq_len]))
@@ -224,11 +227,13 @@ class PerCategorySampler:
     def state_dict(self) -> dict:
         return {"rng": _rng_state(self._rng), "num_calls": self._num_calls, "seed": self.seed,
                 "global_per_domain": self.per_domain * self.world_size, "seq_len": self.seq_len,
-                "domain_lengths": torch.from_numpy(self._sizes.copy())}
+                "domain_lengths": torch.from_numpy(self._sizes.copy()),
+                "domains_per_probe": self.schedule.domains_per_probe}
 
     def load_state_dict(self, sd: dict) -> None:
         _check_config(sd, {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size,
-                           "seq_len": self.seq_len, "domain_lengths": self._sizes.tolist()}, "per-category sampler")
+                           "seq_len": self.seq_len, "domain_lengths": self._sizes.tolist(),
+                           "domains_per_probe": self.schedule.domains_per_probe}, "per-category sampler")
         _set_rng_state(self._rng, sd["rng"])
         self._num_calls = int(sd["num_calls"])
 

@@ -76,6 +76,7 @@ def test_doremi_delta_is_minus_the_per_token_clipped_excess_loss():
     batch = Batch(tokens=torch.zeros(4, 2, dtype=torch.long), labels=labels, domain_ids=torch.tensor([0, 0, 1, 2]))
     est = DoReMiEstimator(proxy, reference, num_domains=4)
     est.last_delta = torch.tensor([9.0, 9.0, 9.0, 0.75], dtype=torch.float64)
+    est.measured[:] = True  # an earlier update measured every domain: domain 3 carries its 0.75
     ln2 = math.log(2.0)
     # per-token excess ℓ_u - ℓ_ref:
     #   domain 0: (ln2 - ln4, ln4 - ln2), (ln8 - ln2, 0)  = -ln2, +ln2, +2 ln2, 0 -> clipped mean 3 ln2 / 4
@@ -184,6 +185,7 @@ def test_doge_delta_is_minus_the_gradient_alignment_with_validation():
     val = _random_batch(gen, 4, [0, 1, 2, 1])
     est = DoGEEstimator(model, num_domains=3, val_batches=lambda: val)
     est.last_delta = torch.tensor([5.0, -0.25, 5.0], dtype=torch.float64)
+    est.measured[:] = True  # measured before: domain 1, absent now, carries its -0.25
     with torch.no_grad():  # a caller's no_grad must not break it: it differentiates what it needs
         delta = est.delta(probe)
 

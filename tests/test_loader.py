@@ -249,3 +249,38 @@ def test_eval_windows_deterministic_and_non_overlapping():
     assert starts0[0] == 0 and starts0[-1] == 5000 - t - 1
     with pytest.raises(TandemError, match=r"domain_tokens\[0\]"):
         eval_windows([np.arange(5)], seq_len=t, max_windows_per_domain=3)
+
+
+# ---- bounded probe (mixture.probe_budget) ------------------------------------------------------------------
+@pytest.mark.parametrize("m, d", [(7, 7), (7, 3), (28, 8), (112, 8), (112, 48)])
+def test_a_bounded_probe_measures_every_domain_within_its_bound(m, d):
+    """D of M domains per probe, in turns over a seeded order: in ANY ceil(M / D) consecutive probes every
+    domain is measured at least once, each probe holds exactly D distinct domains."""
+    from tandem_components.loader import ProbeSchedule
+
+    schedule = ProbeSchedule(m, d, seed=5)
+    assert schedule.bound == -(-m // d)
+    calls = [set(schedule.domains(c).tolist()) for c in range(3 * schedule.bound + 2)]
+    assert all(len(c) == d for c in calls)
+    for start in range(len(calls) - schedule.bound + 1):
+        assert set().union(*calls[start:start + schedule.bound]) == set(range(m)), start
+    assert ProbeSchedule(m, d, seed=5).domains(4).tolist() == schedule.domains(4).tolist()  # deterministic
+
+
+def test_a_bounded_sampler_holds_only_the_scheduled_domains_and_resumes():
+    arrays = [np.arange(1000, dtype=np.uint16) + 10 * i for i in range(6)]
+    sampler = PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=2)
+    first = sampler.sample()
+    assert first.tokens.shape == (4, 8)
+    assert sorted(set(first.domain_ids.tolist())) == sampler.schedule.domains(0).tolist()
+    state = sampler.state_dict()
+    following = [sampler.sample() for _ in range(3)]
+    again = PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=2)
+    again.load_state_dict(state)
+    for want in following:
+        got = again.sample()
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.domain_ids, want.domain_ids)
+    with pytest.raises(TandemError, match="domains_per_probe"):  # another schedule is another run
+        PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=3).load_state_dict(state)
+    full = PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1)  # default: every domain, as before
+    assert full.sample().domain_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]

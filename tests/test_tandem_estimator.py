@@ -1,5 +1,6 @@
 """TANDEM's Δ: sign and pairing, on a real (tiny) torchtune decoder."""
 
+import pytest
 import torch
 
 from tandem_components.estimators import FixedEstimator, TandemEstimator
@@ -67,3 +68,18 @@ def test_fixed_estimator_never_moves_the_mixture():
     est = FixedEstimator(3)
     assert not est.updates_mixture
     assert torch.equal(est.delta(None), torch.zeros(3, dtype=torch.float64))
+
+
+def test_a_domain_not_yet_probed_takes_the_mean_delta_of_those_probed():
+    """A bounded probe reaches some domains only in later updates: until then their Δ is the mean of the
+    measured ones (neither favoured nor penalised), afterwards their own, carried between probes."""
+    est = TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=4)
+    first = est._merge(torch.tensor([-0.2, -0.4, 0.0, 0.0], dtype=torch.float64),
+                       present=torch.tensor([True, True, False, False]))
+    assert first.tolist() == pytest.approx([-0.2, -0.4, -0.3, -0.3])
+    second = est._merge(torch.tensor([0.0, 0.0, -0.1, 0.0], dtype=torch.float64),
+                        present=torch.tensor([False, False, True, False]))
+    assert second.tolist() == pytest.approx([-0.2, -0.4, -0.1, -0.1])  # 0, 1 carried; 3 still unmeasured
+    restored = TandemEstimator(est.twins, num_domains=4)
+    restored.load_state_dict(est.state_dict())
+    assert restored.measured.tolist() == [True, True, True, False]

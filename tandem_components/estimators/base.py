@@ -74,16 +74,25 @@ class PerDomainSignalEstimator(HypergradientEstimator):
     def __init__(self, num_domains: int):
         self.num_domains = num_domains
         self.last_delta = torch.zeros(num_domains, dtype=torch.float64)
+        self.measured = torch.zeros(num_domains, dtype=torch.bool)  # has a Δ of its own been measured yet
 
     def _merge(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Δ = ``values`` where ``present``, the previous Δ elsewhere; remembered for the next update."""
+        """Δ = ``values`` where ``present``, the previous Δ elsewhere; remembered for the next update.
+
+        A domain never measured yet (a bounded probe reaches it in a later update) takes the mean Δ of
+        the domains measured now: until its first measurement it neither gains nor loses against them
+        (a 0 there would favour every domain probed first, Δ being mostly negative)."""
         delta = self.last_delta.clone()
         delta[present] = values[present].to(torch.float64)
+        unmeasured = ~self.measured & ~present
+        if bool(present.any()) and bool(unmeasured.any()):
+            delta[unmeasured] = delta[present].mean()
+        self.measured |= present
         self.last_delta = delta
         return delta.clone()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_delta": self.last_delta.clone()}
+        return {"last_delta": self.last_delta.clone(), "measured": self.measured.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "last_delta" not in state:
@@ -94,3 +103,6 @@ class PerDomainSignalEstimator(HypergradientEstimator):
                 f"{self.name} state_dict: last_delta has shape {tuple(last.shape)}, expected ({self.num_domains},)"
             )
         self.last_delta = last.clone()
+        # a state from before bounded probes: every probe held every domain, so each was measured
+        self.measured = torch.as_tensor(state.get("measured", torch.ones(self.num_domains, dtype=torch.bool)),
+                                        dtype=torch.bool).clone()

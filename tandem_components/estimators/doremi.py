@@ -154,7 +154,7 @@ class DoReMiEstimator(PerDomainSignalEstimator):
     def state_dict(self) -> dict[str, Any]:
         """Tensors and strings only (``torch.load(weights_only=True)``); the reference's weights are not
         in here: they are a file of their own, named by ``reference_path``."""
-        return {"last_delta": self.last_delta.clone(), "reference_path": self.reference_path}
+        return {**super().state_dict(), "reference_path": self.reference_path}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -1,0 +1,114 @@
+"""What a mixture costs as the number of domains M grows: TANDEM stage 1 vs a fixed-mixture run, M = 7, 28, 112.
+
+    python benchmarks/bench_probe_cost.py [--repeats 3] [--steps 60] [--budgets 48] [--out outputs/bench_probe_cost]
+
+The embedded corpus (``data/shards/embedded``, ``make prepare``) is split by document into 4 and 16
+sub-domains per domain (``tools/split_domains.py``: M = 28 and 112; same tokens, same tokenizer). For
+each M, each repeat runs, interleaved (the order rotates between repeats), the real recipe in-process
+(``recipes/pretrain.py``, ``summary.json`` ``wall_time_s``: the training loop, evaluation off) with:
+  - ``fixed``: a uniform fixed mixture (the cost baseline: S proxy steps);
+  - ``tandem``: TANDEM with today's probe, every domain at every update (``mixture.probe_budget=null``:
+    M x ``probe_seqs_per_domain`` sequences, a cost that grows with M);
+  - ``tandem_budget<B>`` for each B of ``--budgets``: the bounded probe, B sequences per update
+    whatever M (B // probe_seqs_per_domain domains in turns).
+Settings: the tiny config at E = 20, K = 5 (the GPU configs' episode), 16 sequences per probed domain,
+B=16 x T=128, α's floor 0.07 / M per domain (the tiny config's 0.01 at M = 7). Reported per M, median [min-max] over repeats: wall time ratio to ``fixed``, and Δ's
+quality: the mean over the run's updates of ``delta_agreement`` (cos(Δ, Δ̃) of the two halves of the
+probe, centred: the paper's Figure 8 measure, logged by the recipe at every update), over the domains
+probed in that update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+try:
+    import bench_common as bc  # `python benchmarks/bench_x.py`: puts the repository on sys.path
+except ImportError:  # imported as benchmarks.bench_x
+    from benchmarks import bench_common as bc
+
+sys.path.insert(0, str(bc.REPO_ROOT / "tools"))
+import split_domains  # noqa: E402
+
+CONFIG = "configs/pretrain/tiny_stage1.yaml"
+SHARDS = "data/shards/embedded"
+PARTS = {7: 1, 28: 4, 112: 16}  # M: sub-domains per domain
+COMMON = ["mixture.episode_len=20", "mixture.probe_steps=5", "mixture.probe_seqs_per_domain=16",
+          "eval.every_n_steps=0", "eval.windows_per_domain=1", "eval.test_windows_per_domain=1",
+          "log_every_n_steps=20", "lr_scheduler.warmup_steps=5"]
+
+
+def _variants(budgets: list[int], full: bool) -> dict[str, list[str]]:
+    variants = {"fixed": ["mixture.learner=fixed", "mixture.weights=uniform"]}
+    if full:
+        variants["tandem"] = ["mixture.learner=tandem", "mixture.probe_budget=null"]
+    for b in budgets:
+        variants[f"tandem_budget{b}"] = ["mixture.learner=tandem", f"mixture.probe_budget={b}"]
+    return variants
+
+
+def _agreement(out: Path) -> float:
+    rows = [json.loads(line) for line in (out / "mixture_trajectory.jsonl").read_text().splitlines() if line]
+    values = [r["delta_agreement"] for r in rows if r.get("delta_agreement") is not None]
+    return sum(values) / len(values) if values else math.nan
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--budgets", default="48", help="comma-separated probe budgets (sequences per update)")
+    parser.add_argument("--no-full", action="store_true", help="skip TANDEM with the unbounded probe")
+    parser.add_argument("--out", default="outputs/bench_probe_cost")
+    args = parser.parse_args()
+    out = bc.REPO_ROOT / args.out
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    variants = _variants(budgets, full=not args.no_full)
+    shards = {}
+    for m, parts in PARTS.items():
+        shards[m] = bc.REPO_ROOT / SHARDS if parts == 1 else out / f"shards_m{m}"
+        if parts > 1 and not (shards[m] / "index.json").is_file():
+            split_domains.split_domains(bc.REPO_ROOT / SHARDS, shards[m], parts)
+    runs: dict[str, dict[str, list[dict]]] = {str(m): {v: [] for v in variants} for m in PARTS}
+    names = list(variants)
+    for r in range(args.repeats):
+        for m in PARTS:
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                run_dir = out / "runs" / f"m{m}" / name / f"repeat{r}"
+                summary = bc.run_recipe_in_process(
+                    CONFIG, *COMMON, *variants[name], f"data.shards={shards[m]}", f"max_steps={args.steps}",
+                    f"mixture.min_weight={0.07 / m:.6g}",  # the tiny config's floor, 0.07 in all, spread over M
+                    f"output_dir={run_dir.relative_to(bc.REPO_ROOT)}")
+                row = {"wall_time_s": summary["wall_time_s"]}
+                if name != "fixed":
+                    row["delta_agreement"] = _agreement(run_dir)
+                runs[str(m)][name].append(row)
+                print(f"repeat {r} M={m} {name}: {row}", flush=True)
+    table = ["| M | variant | probe sequences per update | wall time / fixed | cos(Δ, Δ̃) (mean over updates) |",
+             "|---:|---|---:|---|---|"]
+    ratios = {}
+    for m in PARTS:
+        fixed = [row["wall_time_s"] for row in runs[str(m)]["fixed"]]
+        for name in names[1:]:
+            rows = runs[str(m)][name]
+            ratio = bc.spread([row["wall_time_s"] / f for row, f in zip(rows, fixed)])
+            agreement = bc.spread([row["delta_agreement"] for row in rows])
+            ratios[f"m{m}/{name}"] = {"ratio": ratio, "delta_agreement": agreement}
+            seqs = 16 * m if name == "tandem" else min(int(name.removeprefix("tandem_budget")) // 16, m) * 16
+            table.append(f"| {m} | {name} | {seqs} | {bc.fmt(ratio)} | {bc.fmt(agreement, 2)} |")
+    text = "\n".join(table)
+    print(text)
+    bc.write_json(out / "results.json", {"args": vars(args), "settings": COMMON, "runs": runs, "ratios": ratios,
+                                         "machine": bc.machine()})
+    (out / "table.md").write_text(text + "\n")
+    print(f"\nwrote {out / 'results.json'} and {out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
