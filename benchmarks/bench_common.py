@@ -117,6 +117,18 @@ def read_disk_log(path: Path) -> dict[int, dict[str, float]]:
     return rows
 
 
+def newest_log(log_dir: Path) -> Path:
+    """The newest DiskLogger file of a run's ``logs`` folder (a rerun into the same folder adds one)."""
+    return sorted(Path(log_dir).glob("*.txt"), key=lambda p: p.stat().st_mtime)[-1]
+
+
+def recipe_elapsed(log_dir: Path, tokens_per_step: int) -> dict[int, float]:
+    """Seconds since our recipe's training loop began, at each logged step: it logs the global tokens/s
+    since then (``tokens_per_step`` = global batch x seq_len)."""
+    rows = read_disk_log(newest_log(log_dir))
+    return {s: tokens_per_step * s / r["tokens_per_second"] for s, r in rows.items() if "tokens_per_second" in r}
+
+
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

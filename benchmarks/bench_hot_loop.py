@@ -135,19 +135,13 @@ log_peak_memory_stats: False
     return path
 
 
-def _single_log(log_dir: Path) -> Path:
-    files = sorted(log_dir.glob("*.txt"), key=lambda p: p.stat().st_mtime)
-    return files[-1]
-
-
 def torchtune_rates(log_dir: Path, skip: int) -> list[float]:
-    rows = bc.read_disk_log(_single_log(log_dir))
+    rows = bc.read_disk_log(bc.newest_log(log_dir))
     return [r["tokens_per_second_per_gpu"] for s, r in sorted(rows.items()) if s > skip and "tokens_per_second_per_gpu" in r]
 
 
 def ours_rates(log_dir: Path, skip: int, tokens_per_step: int) -> list[float]:
-    rows = bc.read_disk_log(_single_log(log_dir))
-    elapsed = {s: tokens_per_step * s / r["tokens_per_second"] for s, r in rows.items() if "tokens_per_second" in r}
+    elapsed = bc.recipe_elapsed(log_dir, tokens_per_step)
     steps = sorted(elapsed)
     return [tokens_per_step * (b - a) / (elapsed[b] - elapsed[a]) for a, b in itertools.pairwise(steps) if a >= skip]
 

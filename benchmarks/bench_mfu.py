@@ -26,13 +26,12 @@ from tandem_components.cost_model import (
     mfu,
     tandem_flops_per_proxy_token,
 )
+from tandem_components.loader import domains_per_probe, probe_budget
 
 
 def steady_tokens_per_s(log_dir: Path, tokens_per_step: int, skip: int) -> float:
     """Rate between the first logged step >= ``skip`` and the last one, from the cumulative rate."""
-    files = sorted(Path(log_dir).glob("*.txt"), key=lambda p: p.stat().st_mtime)
-    rows = bc.read_disk_log(files[-1])
-    elapsed = {s: tokens_per_step * s / r["tokens_per_second"] for s, r in rows.items() if "tokens_per_second" in r}
+    elapsed = bc.recipe_elapsed(log_dir, tokens_per_step)
     steps = sorted(s for s in elapsed if s >= skip)
     if len(steps) < 2:
         raise SystemExit(f"{log_dir}: need two logged steps >= {skip} (lower --skip or log_every_n_steps)")
@@ -45,13 +44,13 @@ def main() -> None:
     p.add_argument("--run", required=True, help="the run's output_dir")
     p.add_argument("--config", required=True)
     p.add_argument("--skip", type=int, default=50)
-    p.add_argument("--gpus", type=int, default=1, help="ranks of the run (tokens_per_second is global)")
+    p.add_argument("--gpus", type=int, default=1, help="ranks of the run (for the per-GPU rate and MFU)")
     p.add_argument("--peak-tflops", type=float, default=989.4)
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     cfg = bc.load_config(args.config, *args.overrides)
     b, t = int(cfg.data.batch_size), int(cfg.data.seq_len)
-    tokens_per_step = b * t * args.gpus
+    tokens_per_step = b * t  # data.batch_size is global (over all ranks), as is the logged tokens/s
     m = cfg.model
     per_token = decoder_flops_per_token(
         vocab_size=m.vocab_size, num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
@@ -61,8 +60,8 @@ def main() -> None:
         import json
 
         domains = len(json.loads((bc.REPO_ROOT / cfg.data.shards / "index.json").read_text())["domains"])
-        per_domain, budget = int(cfg.mixture.get("probe_seqs_per_domain", 8)), cfg.mixture.get("probe_budget")
-        probed = domains if budget is None else min(domains, int(budget) // per_domain)  # a bounded probe: D of M
+        per_domain = int(cfg.mixture.get("probe_seqs_per_domain", 8))
+        probed = domains_per_probe(domains, per_domain, probe_budget(cfg.mixture, b))  # a bounded probe: D of M
         per_token = tandem_flops_per_proxy_token(
             per_token, int(cfg.mixture.episode_len), int(cfg.mixture.probe_steps),
             val_batch_ratio=int(cfg.mixture.get("val_batch_size", b)) / b,

@@ -10,8 +10,9 @@ torchtune recipe (``tune run full_finetune_single_device``), on the same model, 
   fixed_bf16_compile   fixed mixture, bf16 + torch.compile: steady tokens/s, MFU (of the bf16 dense peak)
   fixed_bf16_eager     the same without compile: what compile buys
   fixed_float8_compile the same with torchao float8 Linear layers: float8 / bf16 tokens/s
-  tandem_bf16_compile  TANDEM stage 1 (E = 20, K = 5, bounded probe): wall time / the fixed run's and /
-                       the cost model's prediction (unit costs measured on the same model and batches)
+  tandem_bf16_compile  TANDEM stage 1 (E = 20, K = 5, bounded probe of 32 sequences): wall time / the fixed
+                       run's and / the cost model's prediction (unit costs measured on the same model and
+                       batches); wall times from the recipe's log, after the first two episodes (compile)
   peak memory          ``torch.cuda.max_memory_allocated`` of the TANDEM run (two twins) / the fixed run
   torchtune            ``full_finetune_single_device``, bf16 + compile, same model, windows, B, T, AdamW,
                        schedule, clipping, full-logit cross-entropy: ours / torchtune tokens/s
@@ -19,7 +20,7 @@ torchtune recipe (``tune run full_finetune_single_device``), on the same model, 
 Model (GPU): the 160M config's decoder (12 layers x 768, vocab 8192: 97M parameters, 91M in matmuls),
 B = 32 x T = 512, ``loss_chunks=0`` (full logits, as torchtune's loss). Targets (issue 14): MFU >= 40%,
 float8 >= 1.1x bf16, twins' peak memory <= 2.0x one model, ours >= 1.0x torchtune. ``--smoke``: the tiny
-config on CPU, fp32, 6 steps, ``TORCH_COMPILE_BACKEND=eager`` (compile's tracing without inductor's
+config on CPU, fp32, 8 steps, ``TORCH_COMPILE_BACKEND=eager`` (compile's tracing without inductor's
 minutes), float8 emulated; speeds there mean nothing, the point is that nothing in the check has rotted.
 """
 
@@ -51,14 +52,15 @@ from tandem_components.cost_model import (
     predict_stage1_time,
 )
 
-GPU = {"config": "configs/pretrain/gpt160m_stage1.yaml", "steps": 60, "skip": 20,
+# ``skip``: the first episode (compile, warm-up) is left out of every rate and wall time; a multiple of E = 20
+GPU = {"config": "configs/pretrain/gpt160m_stage1.yaml", "steps": 200, "skip": 40,
        "overrides": ["device=cuda", "dtype=bf16", "data.batch_size=32", "mixture.val_batch_size=32", "data.seq_len=512"]}
-SMOKE = {"config": "configs/pretrain/tiny_stage1.yaml", "steps": 6, "skip": 2,
+SMOKE = {"config": "configs/pretrain/tiny_stage1.yaml", "steps": 8, "skip": 4,
          "overrides": ["device=cpu", "dtype=fp32", "data.batch_size=4", "mixture.val_batch_size=4", "data.seq_len=32",
                       "model.max_seq_len=64"]}
 COMMON = ["loss_chunks=0", "log_every_n_steps=1", "eval.every_n_steps=0", "eval.windows_per_domain=1",
           "eval.test_windows_per_domain=1", "mixture.weights=uniform", "mixture.episode_len=20",
-          "mixture.probe_steps=5", "mixture.probe_seqs_per_domain=8", "mixture.probe_budget=32",
+          "mixture.probe_steps=5", "mixture.probe_seqs_per_domain=16", "mixture.probe_budget=32",
           "lr_scheduler.warmup_steps=5"]
 RUNS = {
     "fixed_bf16_compile": ["mixture.learner=fixed", "compile=true"],
@@ -69,7 +71,8 @@ RUNS = {
 
 
 def _run(name: str, setup: dict, base: list[str], out: Path) -> dict:
-    """One real recipe run in this process: tokens/s (steady, from its log), wall time, peak GPU memory."""
+    """One real recipe run in this process: tokens/s and seconds after ``skip`` steps (from its log), peak
+    GPU memory."""
     cuda = torch.cuda.is_available() and "device=cuda" in base
     if cuda:
         torch.cuda.empty_cache()
@@ -78,8 +81,10 @@ def _run(name: str, setup: dict, base: list[str], out: Path) -> dict:
     summary = bc.run_recipe_in_process(setup["config"], *base, *RUNS[name], f"max_steps={setup['steps']}",
                                        f"output_dir={os.path.relpath(run_dir, bc.REPO_ROOT)}")
     cfg = bc.load_config(setup["config"], *base)
-    rates = ours_rates(run_dir / "logs", setup["skip"], int(cfg.data.batch_size) * int(cfg.data.seq_len))
-    return {"tokens_per_s": statistics.median(rates), "wall_time_s": summary["wall_time_s"],
+    tokens_per_step = int(cfg.data.batch_size) * int(cfg.data.seq_len)
+    elapsed = bc.recipe_elapsed(run_dir / "logs", tokens_per_step)
+    return {"tokens_per_s": statistics.median(ours_rates(run_dir / "logs", setup["skip"], tokens_per_step)),
+            "steady_s": elapsed[setup["steps"]] - elapsed[setup["skip"]], "wall_time_s": summary["wall_time_s"],
             "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None}
 
 
@@ -111,7 +116,8 @@ def check(out: Path, smoke: bool, shards: str | None) -> dict:
     start = time.perf_counter()
     runs = {name: _run(name, setup, base, out) for name in RUNS}
     units = measure_units(setup["config"], [*base, "compile=true"], samples=3)
-    predicted = predict_stage1_time(units, setup["steps"], 20, 5)
+    steady_steps = setup["steps"] - setup["skip"]
+    predicted = predict_stage1_time(units, steady_steps, 20, 5)
     torchtune_tps = _torchtune(setup, base, out, smoke)
     fixed, tandem = runs["fixed_bf16_compile"], runs["tandem_bf16_compile"]
     figures = {
@@ -119,9 +125,9 @@ def check(out: Path, smoke: bool, shards: str | None) -> dict:
         "proxy_mfu_bf16_compile": None if smoke else mfu(fixed["tokens_per_s"], per_token, H100_BF16_PEAK_FLOPS),
         "float8_over_bf16_tokens_per_s": runs["fixed_float8_compile"]["tokens_per_s"] / fixed["tokens_per_s"],
         "compile_over_eager_tokens_per_s": fixed["tokens_per_s"] / runs["fixed_bf16_eager"]["tokens_per_s"],
-        "tandem_over_fixed_wall_time": tandem["wall_time_s"] / fixed["wall_time_s"],
-        "tandem_measured_over_cost_model": tandem["wall_time_s"] / predicted,
-        "cost_model_tandem_over_fixed": predicted / predict_fixed_time(units, setup["steps"]),
+        "tandem_over_fixed_wall_time": tandem["steady_s"] / fixed["steady_s"],
+        "tandem_measured_over_cost_model": tandem["steady_s"] / predicted,
+        "cost_model_tandem_over_fixed": predicted / predict_fixed_time(units, steady_steps),
         "twins_over_one_model_peak_memory": (tandem["peak_memory_bytes"] / fixed["peak_memory_bytes"]
                                              if fixed["peak_memory_bytes"] else None),
         "ours_over_torchtune_tokens_per_s": fixed["tokens_per_s"] / torchtune_tps,
@@ -133,8 +139,7 @@ def check(out: Path, smoke: bool, shards: str | None) -> dict:
 
 
 TARGETS = {"proxy_mfu_bf16_compile": ">= 0.40", "float8_over_bf16_tokens_per_s": ">= 1.1",
-           "twins_over_one_model_peak_memory": "<= 2.0", "ours_over_torchtune_tokens_per_s": ">= 1.0",
-           "tandem_measured_over_cost_model": "<= 1.05"}
+           "twins_over_one_model_peak_memory": "<= 2.0", "ours_over_torchtune_tokens_per_s": ">= 1.0"}
 
 
 def table(result: dict) -> str:

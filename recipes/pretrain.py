@@ -54,10 +54,11 @@ from tandem_components.evaluation import evaluate_per_domain
 from tandem_components.export import write_mixture_export
 from tandem_components.hf_checkpoint import export_hf_llama
 from tandem_components.loader import (
-    DEFAULT_PROBE_BUDGET,
     PerDomainSampler,
     WeightedDomainLoader,
+    domains_per_probe,
     eval_windows,
+    probe_budget,
     upgrade_v1_state,
 )
 from tandem_components.mixture import MixtureState
@@ -275,10 +276,10 @@ class PretrainRecipe:
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
 
-    def domains_per_probe(self) -> int | None:
-        """D: ``mixture.probe_budget // probe_seqs_per_domain`` domains per probe (None: all of them)."""
-        budget = self.cfg.mixture.get("probe_budget", DEFAULT_PROBE_BUDGET)
-        return None if budget is None else int(budget) // int(self.cfg.mixture.get("probe_seqs_per_domain", 8))
+    def domains_per_probe(self) -> int:
+        """D: the domains Δ's probe holds per update (all M, or those ``mixture.probe_budget`` holds, in turns)."""
+        per_domain = int(self.cfg.mixture.get("probe_seqs_per_domain", 8))
+        return domains_per_probe(len(self.domains), per_domain, probe_budget(self.cfg.mixture, self.global_batch_size))
 
     # ------------------------------------------------------------ checkpoints
     def _training_state(self) -> dict:
@@ -506,7 +507,7 @@ class PretrainRecipe:
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing,
             "probe_seqs_per_domain": int(cfg.mixture.get("probe_seqs_per_domain", 8)),
-            "probe_budget": cfg.mixture.get("probe_budget", DEFAULT_PROBE_BUDGET),
+            "probe_budget": probe_budget(cfg.mixture, self.global_batch_size),
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),
             "batch_size": self.global_batch_size, "seq_len": self.seq_len, "world_size": self.world_size,

@@ -53,7 +53,6 @@ from tandem_components.errors import EXIT_USER_ERROR, TandemError
 from tandem_components.estimators import LEARNERS
 from tandem_components.estimators.tandem import DELTA_SCALES, REFERENCE_STEPS
 from tandem_components.export import WHICH
-from tandem_components.loader import DEFAULT_PROBE_BUDGET
 from tandem_components.mixture import UPDATES
 from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
 from tandem_components.shards import ShardedCorpus
@@ -142,9 +141,9 @@ SCHEMA: dict[str, Any] = {
         # global, like data.batch_size (each divisible by the number of ranks): the same config learns
         # the same α on 1 or 8 GPUs
         "probe_seqs_per_domain": Key(int, minimum=1),  # sequences of each probed domain in Δ's probe batch
-        # global sequences in Δ's probe batch, whatever M (default loader.DEFAULT_PROBE_BUDGET = 128):
-        # budget // probe_seqs_per_domain domains per update, in turns (loader.ProbeSchedule); null: every
-        # domain at every update (a cost that grows with M)
+        # global sequences in Δ's probe batch per update, whatever M (default: 2 x data.batch_size,
+        # loader.DEFAULT_PROBE_BUDGET_BATCHES): budget // probe_seqs_per_domain domains per update, in turns
+        # (loader.ProbeSchedule); null: every domain at every update (a cost that grows with M)
         "probe_budget": Key(int, nullable=True, minimum=1),
         "val_batch_size": Key(int, minimum=1),  # validation rows per reference / DoGE step (default batch_size)
         "target_weights": Key((str, dict), nullable=True),
@@ -409,7 +408,7 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
     if dev.type == "cuda" and ranks_here > torch.cuda.device_count():
         raise TandemError(f"device: cuda with {ranks_here} ranks on this node but only {torch.cuda.device_count()} "
                           "CUDA device(s) are visible (one GPU per rank: lower --nproc_per_node)")
-    budget, per_domain = mix.get("probe_budget", DEFAULT_PROBE_BUDGET), mix.get("probe_seqs_per_domain", 8)
+    budget, per_domain = mix.get("probe_budget"), mix.get("probe_seqs_per_domain", 8)  # the default fits >= 1
     if budget is not None and _is_instance(budget, int) and budget < per_domain:
         raise TandemError(f"mixture.probe_budget: {budget} sequences cannot hold one domain's "
                           f"mixture.probe_seqs_per_domain={per_domain}; use at least {per_domain}")

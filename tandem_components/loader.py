@@ -29,9 +29,9 @@ from tandem_components.errors import TandemError
 _STREAM_TRAIN = 0
 _STREAM_PER_DOMAIN = 1
 _STREAM_PROBE_ORDER = 3
-#: mixture.probe_budget when a config does not set it: sequences in Δ's probe batch per update, whatever M
-#: (the embedded corpus's 7 domains x 16 fit: its runs are unchanged; 112 domains get 8 per update)
-DEFAULT_PROBE_BUDGET = 128
+#: mixture.probe_budget when a config does not set it, in training batches (data.batch_size): Δ's probe
+#: then costs each twin at most two batch forwards per update, whatever the number of domains
+DEFAULT_PROBE_BUDGET_BATCHES = 2
 _SUM_TOL = 1e-6
 
 
@@ -354,6 +354,18 @@ class WeightedDomainLoader(AlphaSampling, BaseNode[Batch]):
 
 
 # ---- fixed per-domain batches -----------------------------------------------------------------------------
+def probe_budget(mixture_cfg, global_batch_size: int) -> int | None:
+    """Global sequences in Δ's probe batch per update: ``mixture.probe_budget``, by default
+    ``DEFAULT_PROBE_BUDGET_BATCHES`` training batches; None (``probe_budget: null``): every domain, every update."""
+    budget = mixture_cfg.get("probe_budget", DEFAULT_PROBE_BUDGET_BATCHES * int(global_batch_size))
+    return None if budget is None else int(budget)
+
+
+def domains_per_probe(num_domains: int, per_domain: int, budget: int | None) -> int:
+    """D: the domains whose ``per_domain`` sequences fit in ``budget`` (at least one; all M when None)."""
+    return num_domains if budget is None else max(1, min(num_domains, budget // per_domain))
+
+
 class ProbeSchedule:
     """Which domains a probe batch holds: all M, or ``domains_per_probe`` = D of them, in turns.
 

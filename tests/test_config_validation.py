@@ -95,6 +95,8 @@ BAD_CONFIGS = [
     ("weights name not uniform/natural", _set("mixture.weights", "balanced"), "mixture.weights"),
     ("K > E", _set("mixture.probe_steps", 11), "mixture.probe_steps"),
     ("K < 1", _set("mixture.probe_steps", 0), "mixture.probe_steps"),
+    ("probe budget below one domain's probe", _set("mixture.probe_budget", 15), "mixture.probe_budget"),
+    ("probe budget not positive", _set("mixture.probe_budget", 0), "mixture.probe_budget"),
     ("E < 1", _set("mixture.episode_len", 0), "mixture.episode_len"),
     ("seq_len above model.max_seq_len", _set("data.seq_len", 512), "data.seq_len"),
     ("output_dir not writable", _output_dir_under_a_file, "output_dir"),

@@ -284,3 +284,15 @@ def test_a_bounded_sampler_holds_only_the_scheduled_domains_and_resumes():
         PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=3).load_state_dict(state)
     full = PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1)  # default: every domain, as before
     assert full.sample().domain_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_the_probe_budget_defaults_to_two_training_batches_and_null_means_every_domain():
+    from omegaconf import OmegaConf
+
+    from tandem_components.loader import domains_per_probe, probe_budget
+
+    assert probe_budget(OmegaConf.create({}), 16) == 32  # not set: 2 x data.batch_size
+    assert probe_budget(OmegaConf.create({"probe_budget": None}), 16) is None
+    assert probe_budget(OmegaConf.create({"probe_budget": 100}), 16) == 100
+    assert domains_per_probe(112, 16, 32) == 2 and domains_per_probe(7, 16, None) == 7
+    assert domains_per_probe(7, 16, 1000) == 7 and domains_per_probe(7, 64, 32) == 1  # all M at most, one at least

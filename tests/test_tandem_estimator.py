@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tandem_components.estimators import FixedEstimator, TandemEstimator
+from tandem_components.estimators.tandem import delta_agreement
 from tandem_components.loader import PerDomainSampler, WeightedDomainLoader
 from tandem_components.mixture import MixtureState
 from tandem_components.twins import build_twins
@@ -83,3 +84,32 @@ def test_a_domain_not_yet_probed_takes_the_mean_delta_of_those_probed():
     restored = TandemEstimator(est.twins, num_domains=4)
     restored.load_state_dict(est.state_dict())
     assert restored.measured.tolist() == [True, True, True, False]
+
+
+def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
+    """With 2 of 4 domains per probe, the agreement is that of the whole carried-over Δ vector the α step
+    uses (over two probed domains alone, centred, it would always be ±1); it survives a resume."""
+    torch.manual_seed(0)
+    domains = [patterned_tokens(p, o, 3000) for p, o in ((7, 0), (11, 20), (5, 40), (13, 10))]
+    twins = build_twins(tiny_decoder, adamw(3e-3), adamw(3e-3))
+    est = TandemEstimator(twins, num_domains=4)
+    probe = PerDomainSampler(domains, per_domain=4, seq_len=SEQ, seed=0, domains_per_probe=2)
+    train = iter(WeightedDomainLoader(domains, [0.25] * 4, batch_size=8, seq_len=SEQ, seed=1))
+    val = iter(WeightedDomainLoader(domains, [1.0, 0.0, 0.0, 0.0], batch_size=8, seq_len=SEQ, seed=2))
+    seen = []
+    for _ in range(2):
+        est.begin_episode()
+        for _ in range(2):
+            batch = next(train)
+            twins.proxy(batch.tokens).sum().mul(0).backward()  # the proxy's step does not matter here
+            est.probe_step(batch, next(val))
+        batch = probe.sample()
+        seen.append(sorted(set(batch.domain_ids.tolist())))
+        est.delta(batch)
+    assert sorted(seen[0] + seen[1]) == [0, 1, 2, 3]  # two probes of two domains: all four measured once
+    assert not est.last_half_deltas.isnan().any()
+    expected = delta_agreement(est.last_half_deltas[0], est.last_half_deltas[1], torch.ones(4, dtype=torch.bool))
+    assert est.agreement == pytest.approx(expected) and abs(expected) < 1.0 - 1e-9
+    restored = TandemEstimator(twins, num_domains=4)
+    restored.load_state_dict(est.state_dict())
+    assert torch.equal(restored.last_half_deltas, est.last_half_deltas)

@@ -22,13 +22,16 @@ both), per-domain loss sums and counts are all-reduced across ranks, and
     Δ_m = γ · (L^m(w) − L^m(u))
 
 A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
-A domain absent from the probe batch keeps its previous Δ (no NaN reaches α). Δ's noise is measured
-at every update: ``delta_agreement``, the centred cosine between the Δ of the probe batch's two halves.
+A domain absent from the probe batch (a bounded probe, ``mixture.probe_budget``, holds D of the M
+domains in turns) keeps its previous Δ (no NaN reaches α). Δ's noise is measured at every update:
+``delta_agreement``, the centred cosine between the Δ of the probe batch's two halves, each half's Δ
+carried over for the absent domains just like Δ's: the agreement of the whole M-vector the α step uses,
+comparable between a full and a bounded probe (over D probed domains alone it would be ±1 at D = 2).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -55,7 +58,7 @@ def delta_agreement(a: torch.Tensor, b: torch.Tensor, present: torch.Tensor) -> 
         return float("nan")
     a, b = a - a.mean(), b - b.mean()
     norm = a.norm() * b.norm()
-    return float(a @ b / norm) if norm > 0 else float("nan")
+    return max(-1.0, min(1.0, float(a @ b / norm))) if norm > 0 else float("nan")  # rounding: |cos| <= 1
 
 
 class TandemEstimator(PerDomainSignalEstimator):
@@ -88,6 +91,8 @@ class TandemEstimator(PerDomainSignalEstimator):
         self.validation_weight = float(validation_weight)
         self.forward = forward
         self.agreement = float("nan")  # delta_agreement of the last update
+        # each half's last Δ per domain (NaN: not measured yet), carried over like Δ for the agreement
+        self.last_half_deltas = torch.full((2, num_domains), float("nan"), dtype=torch.float64)
 
     def begin_episode(self) -> None:
         self.twins.sync()
@@ -170,8 +175,20 @@ class TandemEstimator(PerDomainSignalEstimator):
         halves = all_reduce_sum(torch.stack(halves)).cpu()
         ref_sums, prx_sums, counts = halves.sum(0).unbind(0)
         half_deltas = self.gamma * (halves[:, 0] - halves[:, 1]) / halves[:, 2]
-        self.agreement = delta_agreement(half_deltas[0], half_deltas[1], present=(halves[:, 2] > 0).all(0))
+        both = (halves[:, 2] > 0).all(0)
+        self.last_half_deltas[:, both] = half_deltas[:, both]
+        seen = ~self.last_half_deltas.isnan().any(0)
+        self.agreement = delta_agreement(self.last_half_deltas[0], self.last_half_deltas[1], present=seen)
         return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "last_half_deltas": self.last_half_deltas.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        # a state from before bounded probes: the next update measures every domain's halves anew
+        default = torch.full((2, self.num_domains), float("nan"), dtype=torch.float64)
+        self.last_half_deltas = torch.as_tensor(state.get("last_half_deltas", default), dtype=torch.float64).clone()
 
     def diagnostics(self) -> dict[str, float]:
         return {"delta_agreement": self.agreement}
