@@ -61,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--budgets", default="48", help="comma-separated probe budgets (sequences per update)")
+    parser.add_argument("--budgets", default="32", help="comma-separated probe budgets (sequences per update)")
     parser.add_argument("--no-full", action="store_true", help="skip TANDEM with the unbounded probe")
     parser.add_argument("--out", default="outputs/bench_probe_cost")
     args = parser.parse_args()
