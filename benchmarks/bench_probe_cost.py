@@ -1,6 +1,6 @@
 """What a mixture costs as the number of domains M grows: TANDEM stage 1 vs a fixed-mixture run, M = 7, 28, 112.
 
-    python benchmarks/bench_probe_cost.py [--repeats 3] [--steps 60] [--budgets 48] [--out outputs/bench_probe_cost]
+    python benchmarks/bench_probe_cost.py [--repeats 3] [--steps 60] [--budgets 32] [--probe-seqs 16,4]
 
 The embedded corpus (``data/shards/embedded``, ``make prepare``) is split by document into 4 and 16
 sub-domains per domain (``tools/split_domains.py``: M = 28 and 112; same tokens, same tokenizer). For
@@ -9,13 +9,14 @@ each M, each repeat runs, interleaved (the order rotates between repeats), the r
   - ``fixed``: a uniform fixed mixture (the cost baseline: S proxy steps);
   - ``tandem``: TANDEM with today's probe, every domain at every update (``mixture.probe_budget=null``:
     M x ``probe_seqs_per_domain`` sequences, a cost that grows with M);
-  - ``tandem_budget<B>`` for each B of ``--budgets``: the bounded probe, B sequences per update
-    whatever M (B // probe_seqs_per_domain domains in turns).
-Settings: the tiny config at E = 20, K = 5 (the GPU configs' episode), 16 sequences per probed domain,
-B=16 x T=128, α's floor 0.07 / M per domain (the tiny config's 0.01 at M = 7). Reported per M, median [min-max] over repeats: wall time ratio to ``fixed``, and Δ's
-quality: the mean over the run's updates of ``delta_agreement`` (cos(Δ, Δ̃) of the two halves of the
-probe, centred: the paper's Figure 8 measure, logged by the recipe at every update), over the domains
-probed in that update.
+  - ``tandem_b<B>_p<P>`` for each B of ``--budgets`` and P of ``--probe-seqs``: the bounded probe, B
+    sequences per update whatever M, P per probed domain (B // P domains per update, in turns).
+Settings: the tiny config at E = 20, K = 5 (the GPU configs' episode), 16 sequences per probed domain
+unless P says otherwise, B=16 x T=128, α's floor 0.07 / M per domain (the tiny config's 0.01 at M = 7).
+Reported per M, median [min-max] over repeats: wall time ratio to ``fixed``, and Δ's quality: the mean
+over the run's updates of ``delta_agreement`` (cos(Δ, Δ̃) of the two halves of the probe, centred: the
+paper's Figure 8 measure, logged by the recipe at every update; under a bounded probe over every domain
+measured so far, each half centred over its own probe: estimators/tandem.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ except ImportError:  # imported as benchmarks.bench_x
 sys.path.insert(0, str(bc.REPO_ROOT / "tools"))
 import split_domains  # noqa: E402
 
+from tandem_components.loader import domains_per_probe  # noqa: E402
+
 CONFIG = "configs/pretrain/tiny_stage1.yaml"
 SHARDS = "data/shards/embedded"
 PARTS = {7: 1, 28: 4, 112: 16}  # M: sub-domains per domain
@@ -42,13 +45,24 @@ COMMON = ["mixture.episode_len=20", "mixture.probe_steps=5", "mixture.probe_seqs
           "log_every_n_steps=20", "lr_scheduler.warmup_steps=5"]
 
 
-def _variants(budgets: list[int], full: bool) -> dict[str, list[str]]:
+def _variants(budgets: list[int], probe_seqs: list[int], full: bool) -> dict[str, list[str]]:
     variants = {"fixed": ["mixture.learner=fixed", "mixture.weights=uniform"]}
     if full:
         variants["tandem"] = ["mixture.learner=tandem", "mixture.probe_budget=null"]
     for b in budgets:
-        variants[f"tandem_budget{b}"] = ["mixture.learner=tandem", f"mixture.probe_budget={b}"]
+        for p in probe_seqs:
+            variants[f"tandem_b{b}_p{p}"] = ["mixture.learner=tandem", f"mixture.probe_budget={b}",
+                                             f"mixture.probe_seqs_per_domain={p}"]
     return variants
+
+
+def _probe(name: str, m: int) -> tuple[int, int]:
+    """(sequences per update, updates within which every domain is re-measured) of a variant at M = m."""
+    if name == "tandem":
+        return 16 * m, 1
+    budget, per_domain = (int(x[1:]) for x in name.removeprefix("tandem_").split("_"))
+    d = domains_per_probe(m, per_domain, budget)
+    return d * per_domain, -(-m // d)
 
 
 def _agreement(out: Path) -> float:
@@ -62,12 +76,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--budgets", default="32", help="comma-separated probe budgets (sequences per update)")
+    parser.add_argument("--probe-seqs", default="16", help="comma-separated sequences per probed domain")
     parser.add_argument("--no-full", action="store_true", help="skip TANDEM with the unbounded probe")
     parser.add_argument("--out", default="outputs/bench_probe_cost")
     args = parser.parse_args()
     out = bc.REPO_ROOT / args.out
     budgets = [int(b) for b in args.budgets.split(",") if b]
-    variants = _variants(budgets, full=not args.no_full)
+    probe_seqs = [int(p) for p in args.probe_seqs.split(",") if p]
+    variants = _variants(budgets, probe_seqs, full=not args.no_full)
     shards = {}
     for m, parts in PARTS.items():
         shards[m] = bc.REPO_ROOT / SHARDS if parts == 1 else out / f"shards_m{m}"
@@ -89,8 +105,8 @@ def main() -> int:
                     row["delta_agreement"] = _agreement(run_dir)
                 runs[str(m)][name].append(row)
                 print(f"repeat {r} M={m} {name}: {row}", flush=True)
-    table = ["| M | variant | probe sequences per update | wall time / fixed | cos(Δ, Δ̃) (mean over updates) |",
-             "|---:|---|---:|---|---|"]
+    table = ["| M | variant | probe sequences per update | every domain within (updates) | wall time / fixed "
+             "| cos(Δ, Δ̃) (mean over updates) |", "|---:|---|---:|---:|---|---|"]
     ratios = {}
     for m in PARTS:
         fixed = [row["wall_time_s"] for row in runs[str(m)]["fixed"]]
@@ -99,8 +115,8 @@ def main() -> int:
             ratio = bc.spread([row["wall_time_s"] / f for row, f in zip(rows, fixed)])
             agreement = bc.spread([row["delta_agreement"] for row in rows])
             ratios[f"m{m}/{name}"] = {"ratio": ratio, "delta_agreement": agreement}
-            seqs = 16 * m if name == "tandem" else min(int(name.removeprefix("tandem_budget")) // 16, m) * 16
-            table.append(f"| {m} | {name} | {seqs} | {bc.fmt(ratio)} | {bc.fmt(agreement, 2)} |")
+            seqs, bound = _probe(name, m)
+            table.append(f"| {m} | {name} | {seqs} | {bound} | {bc.fmt(ratio)} | {bc.fmt(agreement, 2)} |")
     text = "\n".join(table)
     print(text)
     bc.write_json(out / "results.json", {"args": vars(args), "settings": COMMON, "runs": runs, "ratios": ratios,

@@ -136,9 +136,7 @@ class PretrainRecipe:
         self._setup_models()
         self._setup_loaders()
         if self.probe_sampler is not None and is_main_process():
-            schedule, per_domain = self.probe_sampler.schedule, int(self.cfg.mixture.get("probe_seqs_per_domain", 8))
-            log.info(f"Δ's probe: {schedule.domains_per_probe} of {schedule.num_domains} domains x {per_domain} "
-                     f"sequences per update; every domain re-measured within {schedule.bound} update(s)")
+            self._log_probe(self.probe_sampler.schedule, int(self.cfg.mixture.get("probe_seqs_per_domain", 8)))
         # not the world size: the batch keys are global, so a checkpoint resumes on any number of ranks
         self.fingerprint = config_fingerprint(self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256})
         self.v1_fingerprint = config_fingerprint(  # what a single-process checkpoint of format v1 recorded
@@ -275,6 +273,17 @@ class PretrainRecipe:
             )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
+
+    def _log_probe(self, schedule, per_domain: int) -> None:
+        """Δ's probe and its bound, and a warning when a bounded probe would measure each domain only a few
+        times in the whole run (many domains, a small budget, a short run)."""
+        log.info(f"Δ's probe: {schedule.domains_per_probe} of {schedule.num_domains} domains x {per_domain} "
+                 f"sequences per update; every domain re-measured within {schedule.bound} update(s)")
+        updates = -(-self.max_steps // self.episode_len)
+        if schedule.bound > 1 and updates < 3 * schedule.bound:
+            log.warning(f"mixture.probe_budget: each domain's Δ is measured only about {updates // schedule.bound} "
+                        f"time(s) in this run's {updates} updates (every {schedule.bound} updates); lower "
+                        "mixture.probe_seqs_per_domain or raise mixture.probe_budget")
 
     def domains_per_probe(self) -> int:
         """D: the domains Δ's probe holds per update (all M, or those ``mixture.probe_budget`` holds, in turns)."""

@@ -87,8 +87,9 @@ def test_a_domain_not_yet_probed_takes_the_mean_delta_of_those_probed():
 
 
 def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
-    """With 2 of 4 domains per probe, the agreement is that of the whole carried-over Δ vector the α step
-    uses (over two probed domains alone, centred, it would always be ±1); it survives a resume."""
+    """With 2 of 4 domains per probe, the agreement covers every domain measured so far, each half's Δ
+    centred over its own probe and carried over (over two probed domains alone it would always be ±1);
+    it survives a resume."""
     torch.manual_seed(0)
     domains = [patterned_tokens(p, o, 3000) for p, o in ((7, 0), (11, 20), (5, 40), (13, 10))]
     twins = build_twins(tiny_decoder, adamw(3e-3), adamw(3e-3))
@@ -108,6 +109,8 @@ def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
         est.delta(batch)
     assert sorted(seen[0] + seen[1]) == [0, 1, 2, 3]  # two probes of two domains: all four measured once
     assert not est.last_half_deltas.isnan().any()
+    for probed in seen:  # each half's Δ is centred over its own probe: no drift between updates in there
+        assert est.last_half_deltas[:, probed].sum(1).abs().max() < 1e-12
     expected = delta_agreement(est.last_half_deltas[0], est.last_half_deltas[1], torch.ones(4, dtype=torch.bool))
     assert est.agreement == pytest.approx(expected) and abs(expected) < 1.0 - 1e-9
     restored = TandemEstimator(twins, num_domains=4)

@@ -24,9 +24,11 @@ both), per-domain loss sums and counts are all-reduced across ranks, and
 A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
 A domain absent from the probe batch (a bounded probe, ``mixture.probe_budget``, holds D of the M
 domains in turns) keeps its previous Δ (no NaN reaches α). Δ's noise is measured at every update:
-``delta_agreement``, the centred cosine between the Δ of the probe batch's two halves, each half's Δ
-carried over for the absent domains just like Δ's: the agreement of the whole M-vector the α step uses,
-comparable between a full and a bounded probe (over D probed domains alone it would be ±1 at D = 2).
+``delta_agreement``, the centred cosine between the Δ of the probe batch's two halves. Under a bounded
+probe each half's Δ is centred over the domains of its own probe and carried over for the absent ones,
+and the cosine is taken over every domain measured so far: over the D probed domains alone it would be
+±1 at D = 2, and uncentred carried values would agree through the drift of Δ's level between updates,
+which both halves share. With the full probe this is the plain centred cosine of the two halves.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class TandemEstimator(PerDomainSignalEstimator):
         self.validation_weight = float(validation_weight)
         self.forward = forward
         self.agreement = float("nan")  # delta_agreement of the last update
-        # each half's last Δ per domain (NaN: not measured yet), carried over like Δ for the agreement
+        # each half's last Δ per domain, centred over its own probe (NaN: not measured yet), for the agreement
         self.last_half_deltas = torch.full((2, num_domains), float("nan"), dtype=torch.float64)
 
     def begin_episode(self) -> None:
@@ -176,7 +178,7 @@ class TandemEstimator(PerDomainSignalEstimator):
         ref_sums, prx_sums, counts = halves.sum(0).unbind(0)
         half_deltas = self.gamma * (halves[:, 0] - halves[:, 1]) / halves[:, 2]
         both = (halves[:, 2] > 0).all(0)
-        self.last_half_deltas[:, both] = half_deltas[:, both]
+        self.last_half_deltas[:, both] = half_deltas[:, both] - half_deltas[:, both].mean(1, keepdim=True)
         seen = ~self.last_half_deltas.isnan().any(0)
         self.agreement = delta_agreement(self.last_half_deltas[0], self.last_half_deltas[1], present=seen)
         return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0)
