@@ -36,10 +36,10 @@ MODEL = dict(vocab_size=8192, num_layers=4, num_heads=8, num_kv_heads=4, embed_d
 def _twins():
     import torch
 
-    from tandem_components.distributed import rank_and_world_size
+    from tandem_components.distributed.collectives import rank_and_world_size
+    from tandem_components.distributed.parallel import make_prepare
     from tandem_components.models import decoder
-    from tandem_components.parallel import make_prepare
-    from tandem_components.twins import build_twins
+    from tandem_components.training.twins import build_twins
 
     world = rank_and_world_size()[1]
 
@@ -65,9 +65,9 @@ def _replicated():
 
 
 def _save(root: Path, variant: str, twins, step: int) -> tuple[float, Path]:
-    from tandem_components.distributed import barrier
-    from tandem_components.sharded_state import get_sharded_state
-    from tandem_components.training_state import save_training_checkpoint
+    from tandem_components.distributed.collectives import barrier
+    from tandem_components.training.sharded_state import get_sharded_state
+    from tandem_components.training.state import save_training_checkpoint
 
     barrier()
     start = time.perf_counter()
@@ -91,8 +91,8 @@ def _sizes(path: Path) -> dict:
 
 def worker(out: Path, repeat: int) -> None:
     """One process of one repeat (under torchrun: one rank). Rank 0 writes ``<out>/<world>-<repeat>.json``."""
-    from tandem_components.distributed import is_main_process, rank_and_world_size
-    from tandem_components.parallel import init_distributed_if_launched
+    from tandem_components.distributed.collectives import is_main_process, rank_and_world_size
+    from tandem_components.distributed.parallel import init_distributed_if_launched
 
     init_distributed_if_launched("cpu")
     world = rank_and_world_size()[1]

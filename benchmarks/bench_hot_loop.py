@@ -48,8 +48,8 @@ class ShardWindows(Dataset):
     """
 
     def __init__(self, tokenizer, shards: str, seq_len: int, num_samples: int, seed: int = 0):
-        from tandem_components.loader import WeightedDomainLoader
-        from tandem_components.shards import ShardedCorpus
+        from tandem_components.data.loader import WeightedDomainLoader
+        from tandem_components.data.shards import ShardedCorpus
 
         corpus = ShardedCorpus.open(shards)
         arrays = [corpus.tokens(d, "train") for d in corpus.domains]
@@ -85,7 +85,7 @@ model:
   _component_: torchtune.models.llama3.llama3
 {dims_yaml}
 tokenizer:
-  _component_: tandem_components.tokenizer.tandem_tokenizer
+  _component_: tandem_components.data.tandem_tokenizer
   path: {cfg.data.shards}/tokenizer.json
 dataset:
   _component_: benchmarks.bench_hot_loop.ShardWindows

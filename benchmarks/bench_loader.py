@@ -48,7 +48,7 @@ def main() -> None:
     args = p.parse_args()
 
     from recipes.pretrain import PretrainRecipe
-    from tandem_components.loader import WeightedDomainLoader
+    from tandem_components.data.loader import WeightedDomainLoader
     from tandem_components.torchtune_api import set_seed
 
     cfg = bc.load_config(TINY, "mixture.learner=fixed", "mixture.weights=uniform")

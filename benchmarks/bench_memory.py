@@ -40,7 +40,7 @@ SHORT = ["max_steps=4", "mixture.episode_len=2", "mixture.probe_steps=1", "eval.
 BASELINE = r"""
 import sys
 from recipes.pretrain import PretrainRecipe, validate_pretrain_config  # everything the recipe imports
-from tandem_components.loader import PerDomainSampler, WeightedDomainLoader, eval_windows
+from tandem_components.data.loader import PerDomainSampler, WeightedDomainLoader, eval_windows
 from tandem_components.torchtune_api import config
 sys.argv = ["recipes/pretrain.py", "--config", *sys.argv[1:]]
 

@@ -6,7 +6,7 @@
 Reads the run's metric log (``<run>/logs/*.txt``, torchtune DiskLogger: the recipe's cumulative
 ``tokens_per_second``), recovers the elapsed time at each logged step, and takes the rate between step
 ``--skip`` (after compile warm-up) and the last logged step. FLOPs per token come from
-``tandem_components.cost_model`` (``6 N + 12 L d T``); for ``mixture.learner: tandem`` the reference steps
+``tandem_components.training.cost_model`` (``6 N + 12 L d T``); for ``mixture.learner: tandem`` the reference steps
 and probe forwards are added (``tandem_flops_per_proxy_token``), so the MFU is that of the whole stage 1
 per proxy token. Peak: 989.4 TFLOP/s (H100 SXM, dense bf16) per GPU.
 """
@@ -21,12 +21,12 @@ try:
 except ImportError:  # imported as benchmarks.bench_x
     from benchmarks import bench_common as bc
 
-from tandem_components.cost_model import (
+from tandem_components.data.loader import domains_per_probe, probe_budget
+from tandem_components.training.cost_model import (
     decoder_flops_per_token,
     mfu,
     tandem_flops_per_proxy_token,
 )
-from tandem_components.loader import domains_per_probe, probe_budget
 
 
 def steady_tokens_per_s(log_dir: Path, tokens_per_step: int, skip: int) -> float:

@@ -28,13 +28,13 @@ except ImportError:  # imported as benchmarks.bench_x (e.g. by torchtune's confi
     from benchmarks import bench_common as bc
 import torch
 
-from tandem_components.cost_model import (
+from tandem_components.torchtune_api import set_seed
+from tandem_components.training.cost_model import (
     UnitCosts,
     episode_counts,
     predict_fixed_time,
     predict_stage1_time,
 )
-from tandem_components.torchtune_api import set_seed
 
 LEARNERS = {
     "tandem": [],

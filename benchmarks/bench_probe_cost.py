@@ -39,7 +39,7 @@ except ImportError:  # imported as benchmarks.bench_x
 sys.path.insert(0, str(bc.REPO_ROOT / "tools"))
 import split_domains  # noqa: E402
 
-from tandem_components.loader import domains_per_probe  # noqa: E402
+from tandem_components.data.loader import domains_per_probe  # noqa: E402
 
 CONFIG = "configs/pretrain/tiny_stage1.yaml"
 SHARDS = "data/shards/embedded"

@@ -475,7 +475,7 @@ def score_of(method: Mapping[str, Any], score: str) -> tuple[Mapping[str, list[f
 
 def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Read every run's outputs into one document (``results.json``): raw per-run numbers + per-method stats."""
-    from tandem_components.export import read_mixture_export  # imports torch: only when needed
+    from tandem_components.mixture.export import read_mixture_export  # imports torch: only when needed
 
     raw_runs, domains = [], None
     rejected = {r["method"]: r["reason"] for r in runs if r.get("status") == "rejected"}

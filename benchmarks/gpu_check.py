@@ -44,7 +44,7 @@ import torch
 
 from benchmarks.bench_hot_loop import ours_rates, torchtune_rates, write_torchtune_setup
 from benchmarks.bench_overhead import measure_units
-from tandem_components.cost_model import (
+from tandem_components.training.cost_model import (
     H100_BF16_PEAK_FLOPS,
     decoder_flops_per_token,
     mfu,

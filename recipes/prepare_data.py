@@ -15,7 +15,7 @@ val documents, chosen by sha256 so that duplicates stay together; a val document
 train never goes to test). The index records which, per domain.
 
 Everything is built in a temporary directory next to ``output_dir``: a failed run changes nothing.
-Two runs on the same inputs give byte-identical files. Format: ``tandem_components/shards.py``.
+Two runs on the same inputs give byte-identical files. Format: ``tandem_components/data/shards.py``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from tandem_components.corpus_sources import DEFAULT_TEXT_FIELD, check_source, iter_documents
-from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.shards import (
+from tandem_components.data.corpus_sources import DEFAULT_TEXT_FIELD, check_source, iter_documents
+from tandem_components.data.shards import (
     SPLITS,
     SplitStats,
     building_dataset_dir,
@@ -43,7 +42,7 @@ from tandem_components.shards import (
     write_index,
     write_split,
 )
-from tandem_components.tokenizer import (
+from tandem_components.data.tokenizer import (
     DEFAULT_SAMPLE_BYTES_PER_DOMAIN,
     DEFAULT_VOCAB_SIZE,
     TandemTokenizer,
@@ -52,6 +51,7 @@ from tandem_components.tokenizer import (
     tokenizer_sha256,
     train_bpe,
 )
+from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.torchtune_api import config
 
 TOP_LEVEL_KEYS = {"output_dir", "dtype", "tokenizer", "domains", "text_field", "cache_dir", "test_fraction"}

@@ -22,7 +22,7 @@ eval_test.{json,csv} (test), summary.json, model/model.safetensors, logs/.
 The batch keys (``data.batch_size``, ``mixture.probe_seqs_per_domain``, ``mixture.val_batch_size``) are
 global sizes, split evenly over the ranks: the same config learns the same α on any number of GPUs.
 With ``checkpoint.every_n_steps`` the full training state is saved (the twins and optimizers sharded,
-through DCP: tandem_components/training_state.py); ``resume=true`` continues bit-for-bit from the latest
+through DCP: tandem_components/training/state.py); ``resume=true`` continues bit-for-bit from the latest
 checkpoint on the same number of ranks, and resharded on another number.
 """
 
@@ -42,18 +42,8 @@ from tqdm import tqdm
 
 from tandem_components import __version__
 from tandem_components.atomic import atomic_write_text
-from tandem_components.checkpoint import load_model_weights, save_model_weights
-from tandem_components.chunked_loss import model_chunked_domain_losses
 from tandem_components.config_validation import checkpoint_dir, validate_pretrain_config
-from tandem_components.distributed import barrier, is_main_process, launched_world_size, rank_and_world_size
-from tandem_components.domain_loss import model_domain_losses
-from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
-from tandem_components.estimators.doremi import freeze
-from tandem_components.evaluation import evaluate_per_domain
-from tandem_components.export import write_mixture_export
-from tandem_components.hf_checkpoint import export_hf_llama
-from tandem_components.loader import (
+from tandem_components.data.loader import (
     PerDomainSampler,
     WeightedDomainLoader,
     domains_per_probe,
@@ -61,19 +51,29 @@ from tandem_components.loader import (
     probe_budget,
     upgrade_v1_state,
 )
-from tandem_components.mixture import MixtureState
-from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
-from tandem_components.parallel import (
+from tandem_components.data.shards import ShardedCorpus
+from tandem_components.distributed.collectives import barrier, is_main_process, launched_world_size, rank_and_world_size
+from tandem_components.distributed.parallel import (
     full_state_dict,
     init_distributed_if_launched,
     local_device,
     make_prepare,
 )
-from tandem_components.plots import plot_mixture_trajectory
-from tandem_components.shards import ShardedCorpus
-from tandem_components.sharded_state import get_sharded_state, load_full_state, set_sharded_state
+from tandem_components.errors import TandemError, exit_on_user_error
+from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
+from tandem_components.estimators.doremi import freeze
+from tandem_components.mixture.export import write_mixture_export
+from tandem_components.mixture.named import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
+from tandem_components.mixture.plots import plot_mixture_trajectory
+from tandem_components.mixture.state import MixtureState
+from tandem_components.models.checkpoint import load_model_weights, save_model_weights
+from tandem_components.models.hf_checkpoint import export_hf_llama
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
-from tandem_components.training_state import (
+from tandem_components.training.chunked_loss import model_chunked_domain_losses
+from tandem_components.training.domain_loss import model_domain_losses
+from tandem_components.training.evaluation import evaluate_per_domain
+from tandem_components.training.sharded_state import get_sharded_state, load_full_state, set_sharded_state
+from tandem_components.training.state import (
     config_fingerprint,
     find_latest_checkpoint,
     load_training_checkpoint,
@@ -81,7 +81,7 @@ from tandem_components.training_state import (
     save_training_checkpoint,
     truncate_trajectory,
 )
-from tandem_components.twins import build_twins
+from tandem_components.training.twins import build_twins
 
 log = get_logger("INFO")
 #: mixture.delta_scale: lr amplifies Δ at most this much (the last steps of a schedule decaying to 0)

@@ -10,7 +10,7 @@ that ``make sft-base`` pretrains on the embedded corpus; ``null`` only on purpos
 notice). A category may train on a fixed subset of its examples (``train_examples``: the tiny configs
 spread the sizes 10:1, as real instruction mixtures do). The domains of the pretraining loop are the
 categories; a batch holds whole examples (prompt masked: loss on the response only) drawn by category
-according to α (tandem_components/sft_loader.py). Stage 1 (``mixture.learner: tandem``, or ``doremi`` / ``doge`` /
+according to α (tandem_components/data/sft_loader.py). Stage 1 (``mixture.learner: tandem``, or ``doremi`` / ``doge`` /
 ``fixed`` baselines) learns α with the twins exactly as in pretraining: the reference's extra data is
 the categories' validation split, Δ is measured on a paired probe batch of training examples. Stage 2
 (``learner: fixed``) fine-tunes on the learned α.
@@ -44,37 +44,38 @@ from tqdm import tqdm
 
 from recipes.pretrain import PretrainRecipe
 from tandem_components.atomic import atomic_write_text
-from tandem_components.checkpoint import load_model_weights
 from tandem_components.config_validation import SCHEMA, Component, Key, validate_pretrain_config
-from tandem_components.corpus_sources import check_source, resolve_files
-from tandem_components.distributed import broadcast_int, is_main_process, launched_world_size
-from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.estimators import LEARNERS
-from tandem_components.mixture_config import named_or_mapping_weights, resolve_target_weights
-from tandem_components.rouge import final_number, rouge_l
-from tandem_components.sft_data import (
+from tandem_components.data.corpus_sources import check_source, resolve_files
+from tandem_components.data.sft_data import (
     chat_format,
     load_category,
     subset_examples,
     tokenize_category,
     tokenize_example,
 )
-from tandem_components.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
-from tandem_components.tokenizer import tokenizer_sha256
+from tandem_components.data.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
+from tandem_components.data.tokenizer import tokenizer_sha256
+from tandem_components.distributed.collectives import broadcast_int, is_main_process, launched_world_size
+from tandem_components.errors import TandemError, exit_on_user_error
+from tandem_components.estimators import LEARNERS
+from tandem_components.mixture.named import named_or_mapping_weights, resolve_target_weights
+from tandem_components.models.checkpoint import load_model_weights
 from tandem_components.torchtune_api import config, get_logger
+from tandem_components.training.rouge import final_number, rouge_l
+
 
 log = get_logger("INFO")
 SPLITS = ("train", "val", "test")
 #: optional key of a category: use only this many of its training examples (``sft_data.subset_examples``)
 TRAIN_EXAMPLES = "train_examples"
 #: model components that load pretrained weights themselves (pretrained_weights: null is not "from scratch")
-SELF_LOADING_MODELS = ("tandem_components.hf_checkpoint.hf_llama",)
+SELF_LOADING_MODELS = ("tandem_components.models.hf_llama",)
 
 #: the SFT recipe's keys: the pretraining SCHEMA with an SFT ``data`` and ``eval`` section, a tokenizer
 #: component and optional starting weights from a tandem-pretrained model.
 SFT_SCHEMA: dict[str, Any] = {
     **SCHEMA,
-    "tokenizer": Component(),  # e.g. tandem_components.tokenizer.tandem_tokenizer with path: tokenizer.json
+    "tokenizer": Component(),  # e.g. tandem_components.data.tandem_tokenizer with path: tokenizer.json
     # a tandem model.safetensors to start from; must be given: null (from scratch) only when said explicitly
     "pretrained_weights": Key(str, nullable=True),
     "model": Component(needs=("max_seq_len",)),

@@ -1,19 +1,16 @@
 """tandem: TANDEM data-mixture optimization (twin networks) as composable torchtune-style parts.
 
-Where things live (one concern per module):
-- ``errors``          the one user-facing error type and the recipe exit wrapper
-- ``torchtune_api``   the only module that imports torchtune (the narrow surface we depend on)
-- ``tokenizer``       BPE training and the torchtune-interface tokenizer
-- ``corpus_sources``  reading a domain's raw documents (jsonl/json/parquet/text/HF dataset)
-- ``shards``          memory-mappable token shards and their index
-- ``mixture``         α on the simplex: projection / exponentiated-gradient steps, history
-- ``loader``          the α-weighted multi-domain loader (weights change mid-run, exact resume)
-- ``twins``           proxy u and reference w, and ``sync()`` (w <- u)
-- ``domain_loss``     per-domain losses from one forward pass (segment reduction)
-- ``estimators``      hypergradient Δ per domain (TANDEM, fixed; baselines)
-- ``export``          the mixture YAML that stage 2 reads
-- ``evaluation``      per-domain validation loss / perplexity tables
-- ``plots``           the α trajectory plot
+Packages follow the data path, and imports only run down this list (tests/test_import_layers.py):
+
+- at the top, used by every layer: ``errors`` (the one user-facing error), ``atomic`` (atomic file
+  output), ``torchtune_api`` (the only module that imports torchtune)
+- ``data``          raw documents, tokenizer, token shards, the α-weighted loaders and their ``Batch``
+- ``models``        the decoder builder, model weights, HF checkpoints in and out
+- ``distributed``   collectives (α identical on every rank), FSDP2, compile, float8
+- ``mixture``       α on the simplex and its step, named mixtures, the export stage 2 reads, plots
+- ``training``      twins u and w, per-domain losses, evaluation, training checkpoints, cost model
+- ``estimators``    the hypergradient Δ per domain (TANDEM; DoReMi, DoGE, fixed)
+- commands over all of it: ``config_validation`` (every config key), ``verdict`` (learned vs baseline)
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ What is checked, in order (the first problem is reported as ``<key>: <what was e
      ``data.tokenizer`` (a tokenizer.json) / ``data.tokenizer_sha256``, the model's vocabulary holds the
      tokenizer's, every domain split has at least seq_len + 1 tokens;
   4. the mixture against the corpus's domains: ``weights`` / ``weights_from`` + ``use`` (via
-     ``mixture_config.resolve_initial_weights``, hence ``export.weights_vector``: non-negative, summing
+     ``mixture.named.resolve_initial_weights``, hence ``mixture.export.weights_vector``: non-negative, summing
      to 1, one weight per domain; ``temperature`` needs ``mixture.temperature``, ``unimax``
      ``mixture.max_epochs`` large enough to place the run's tokens), ``target_weights``,
      ``min_weight * M <= 1`` and α_0 >= min_weight.
@@ -49,15 +49,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tandem_components.data.shards import ShardedCorpus
+from tandem_components.data.tokenizer import tokenizer_sha256
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
 from tandem_components.estimators import LEARNERS
 from tandem_components.estimators.tandem import DELTA_SCALES, REFERENCE_STEPS
-from tandem_components.export import WHICH
-from tandem_components.mixture import UPDATES
-from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
-from tandem_components.shards import ShardedCorpus
-from tandem_components.tokenizer import tokenizer_sha256
-from tandem_components.training_state import MANIFEST_NAME, find_latest_checkpoint
+from tandem_components.mixture.export import WHICH
+from tandem_components.mixture.named import resolve_initial_weights, resolve_target_weights
+from tandem_components.mixture.state import UPDATES
+from tandem_components.training.state import MANIFEST_NAME, find_latest_checkpoint
 
 _FLOOR_TOL = 1e-12
 
@@ -99,7 +99,7 @@ SCHEMA: dict[str, Any] = {
     "max_steps": Key(int, required=True, minimum=1),
     "log_every_n_steps": Key(int, minimum=1),
     "clip_grad_norm": Key(NUMBER, nullable=True, above=0),
-    # speed and scale (tandem_components/parallel.py, chunked_loss.py); FSDP2 is on whenever world size > 1
+    # speed and scale (tandem_components/distributed/parallel.py, training/chunked_loss.py); FSDP2 is on whenever world size > 1
     "compile": Key(bool),  # torch.compile each transformer layer
     "float8": Key(bool),  # torchao float8 training of the eligible Linear layers (emulated on CPU)
     "enable_activation_checkpointing": Key(bool),
@@ -161,7 +161,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": Key(int, required=True, minimum=1),  # windows per forward pass on each rank
     },
     "metric_logger": Component(),
-    # training checkpoints (tandem_components/training_state.py)
+    # training checkpoints (tandem_components/training/state.py)
     "checkpoint": {
         "every_n_steps": Key(int, minimum=0),  # 0: no checkpoints
         "keep_last": Key(int, minimum=1),

@@ -69,8 +69,8 @@ def fixture_corpus(tmp_path_factory) -> dict[str, dict[str, Path]]:
 @pytest.fixture(scope="session")
 def fixture_tokenizer_path(fixture_corpus, tmp_path_factory) -> Path:
     """A 1024-token BPE trained on the fixture corpus (session-scoped: training is the slow part)."""
-    from tandem_components.corpus_sources import iter_documents
-    from tandem_components.tokenizer import train_bpe
+    from tandem_components.data.corpus_sources import iter_documents
+    from tandem_components.data.tokenizer import train_bpe
 
     out = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
     texts = {d: iter_documents(d, "train", files["train"]) for d, files in fixture_corpus.items()}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem_components.shards import SPLITS, ShardedCorpus, building_dataset_dir, make_index, write_index, write_split
+from tandem_components.data.shards import SPLITS, ShardedCorpus, building_dataset_dir, make_index, write_index, write_split
 
 
 def derive_corpus(

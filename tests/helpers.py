@@ -39,7 +39,7 @@ class DivergingDecoder(torch.nn.Module):
         self.crash = crash
 
     @property
-    def layers(self):  # what FSDP2 wraps one by one (tandem_components.parallel.apply_fsdp)
+    def layers(self):  # what FSDP2 wraps one by one (tandem_components.distributed.parallel.apply_fsdp)
         return self.inner.layers
 
     def forward(self, tokens):

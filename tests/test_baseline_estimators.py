@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tandem_components.data.loader import Batch, PerDomainSampler, WeightedDomainLoader
 from tandem_components.errors import TandemError
 from tandem_components.estimators import LEARNERS, DoGEEstimator, DoReMiEstimator
 from tandem_components.estimators.doremi import freeze
-from tandem_components.loader import Batch, PerDomainSampler, WeightedDomainLoader
-from tandem_components.mixture import MixtureState
+from tandem_components.mixture.state import MixtureState
 from tests.helpers import adamw, patterned_tokens, tiny_decoder
 
 SEQ = 16

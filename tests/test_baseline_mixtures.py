@@ -1,4 +1,4 @@
-"""The named baseline mixtures of ``mixture.weights`` (tandem_components/mixture_config.py): ``temperature``
+"""The named baseline mixtures of ``mixture.weights`` (tandem_components/mixture/named.py): ``temperature``
 (p_m ∝ n_m^τ) and ``unimax`` (the run's tokens uniform over domains, capped at max_epochs * n_m), checked
 against hand-computed weights; bad values are one-line TandemErrors naming the key."""
 
@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from tandem_components.config_validation import DATA_RESTRICTED_SCHEMA, validate_pretrain_config
+from tandem_components.data.shards import ShardedCorpus
 from tandem_components.errors import TandemError
-from tandem_components.mixture_config import named_or_mapping_weights, resolve_initial_weights
-from tandem_components.shards import ShardedCorpus
+from tandem_components.mixture.named import named_or_mapping_weights, resolve_initial_weights
 from tests.conftest import REPO_ROOT
 
 D3 = ["a", "b", "c"]

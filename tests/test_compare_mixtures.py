@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tandem_components.export import read_mixture_export
+from tandem_components.mixture.export import read_mixture_export
 from tests.recipe_runner import REPO_ROOT, TINY
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,10 +11,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from tandem_components.config_validation import main, validate_pretrain_config
+from tandem_components.data.shards import ShardedCorpus
 from tandem_components.errors import TandemError
-from tandem_components.export import write_mixture_export
-from tandem_components.shards import ShardedCorpus
-from tandem_components.training_state import save_training_checkpoint
+from tandem_components.mixture.export import write_mixture_export
+from tandem_components.training.state import save_training_checkpoint
 from tests.conftest import REPO_ROOT
 
 STAGE1 = REPO_ROOT / "configs" / "pretrain" / "tiny_stage1.yaml"

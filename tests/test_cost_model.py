@@ -1,9 +1,10 @@
-"""Cost model (tandem_components/cost_model.py): hand-computed cases."""
+"""Cost model (tandem_components/training/cost_model.py): hand-computed cases."""
 
 import pytest
 import torch
 
-from tandem_components.cost_model import (
+from tandem_components.models import decoder
+from tandem_components.training.cost_model import (
     UnitCosts,
     decoder_flops_per_token,
     decoder_matmul_params,
@@ -14,7 +15,6 @@ from tandem_components.cost_model import (
     predict_stage1_time,
     tandem_flops_per_proxy_token,
 )
-from tandem_components.models import decoder
 
 
 def test_counts_whole_episodes():

@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
+from tandem_components.data.shards import ShardedCorpus
 from tandem_components.errors import TandemError
-from tandem_components.shards import ShardedCorpus
 from tests.recipe_runner import TINY, run_in_process
 
 STAGE1 = "configs/data_restricted/tiny_stage1.yaml"

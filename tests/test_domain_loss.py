@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from tandem_components.domain_loss import IGNORE_INDEX, domain_losses
+from tandem_components.training.domain_loss import IGNORE_INDEX, domain_losses
 
 
 def _loop_reference(logits, labels, domain_ids, m):

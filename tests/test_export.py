@@ -4,8 +4,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from tandem_components.errors import TandemError
-from tandem_components.export import FORMAT, read_mixture_export, weights_vector, write_mixture_export
-from tandem_components.mixture_config import resolve_initial_weights, resolve_target_weights
+from tandem_components.mixture.export import FORMAT, read_mixture_export, weights_vector, write_mixture_export
+from tandem_components.mixture.named import resolve_initial_weights, resolve_target_weights
 
 DOMAINS = ["code", "books", "legal"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tandem_components.hf_checkpoint import export_hf_llama, load_hf_weights
 from tandem_components.models import decoder
+from tandem_components.models.hf_checkpoint import export_hf_llama, load_hf_weights
 
 CFG = dict(vocab_size=96, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, max_seq_len=64)
 

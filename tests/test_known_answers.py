@@ -36,7 +36,7 @@ import string
 import pytest
 from omegaconf import OmegaConf
 
-from tandem_components.export import read_mixture_export
+from tandem_components.mixture.export import read_mixture_export
 from tests.conftest import REPO_ROOT, _write_jsonl_gz
 from tests.recipe_runner import TINY, run_in_process
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from tandem_components.data.loader import Batch, PerDomainSampler, WeightedDomainLoader, eval_windows
 from tandem_components.errors import TandemError
-from tandem_components.loader import Batch, PerDomainSampler, WeightedDomainLoader, eval_windows
 
 OFFSET = 1_000_000
 # chi-square critical values at p = 0.001 (upper tail), by degrees of freedom
@@ -256,7 +256,7 @@ def test_eval_windows_deterministic_and_non_overlapping():
 def test_a_bounded_probe_measures_every_domain_within_its_bound(m, d):
     """D of M domains per probe, in turns over a seeded order: in ANY ceil(M / D) consecutive probes every
     domain is measured at least once, each probe holds exactly D distinct domains."""
-    from tandem_components.loader import ProbeSchedule
+    from tandem_components.data.loader import ProbeSchedule
 
     schedule = ProbeSchedule(m, d, seed=5)
     assert schedule.bound == -(-m // d)
@@ -289,7 +289,7 @@ def test_a_bounded_sampler_holds_only_the_scheduled_domains_and_resumes():
 def test_the_probe_budget_defaults_to_two_training_batches_and_null_means_every_domain():
     from omegaconf import OmegaConf
 
-    from tandem_components.loader import domains_per_probe, probe_budget
+    from tandem_components.data.loader import domains_per_probe, probe_budget
 
     assert probe_budget(OmegaConf.create({}), 16) == 32  # not set: 2 x data.batch_size
     assert probe_budget(OmegaConf.create({"probe_budget": None}), 16) is None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tandem_components.errors import TandemError
-from tandem_components.mixture import MixtureState, project_to_simplex
+from tandem_components.mixture.state import MixtureState, project_to_simplex
 
 DOMAINS = ["arxiv", "books", "c4", "github"]
 

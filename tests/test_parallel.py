@@ -17,19 +17,19 @@ import functools
 import pytest
 import torch
 
-from tandem_components.chunked_loss import (
-    chunked_domain_losses,
-    domain_losses_from_chunks,
-    model_chunked_domain_losses,
-)
-from tandem_components.domain_loss import IGNORE_INDEX, domain_losses, model_domain_losses
-from tandem_components.loader import Batch
-from tandem_components.parallel import (
+from tandem_components.data.loader import Batch
+from tandem_components.distributed.parallel import (
     float8_module_filter,
     full_state_dict,
     init_distributed_if_launched,
     prepare_model,
 )
+from tandem_components.training.chunked_loss import (
+    chunked_domain_losses,
+    domain_losses_from_chunks,
+    model_chunked_domain_losses,
+)
+from tandem_components.training.domain_loss import IGNORE_INDEX, domain_losses, model_domain_losses
 from tests.helpers import patterned_tokens, tiny_decoder
 
 VOCAB, SEQ, BATCH, STEPS = 64, 16, 4, 5

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tandem_components.shards import ShardedCorpus
+from tandem_components.data.shards import ShardedCorpus
 from tests.conftest import EMBEDDED_DIR, REPO_ROOT
 
 RECIPE = REPO_ROOT / "recipes" / "prepare_data.py"
@@ -239,7 +239,7 @@ def _write_sources(root: Path, documents: list[str]) -> dict[str, object]:
 
 
 def test_every_source_kind_yields_the_same_documents_in_order(tmp_path):
-    from tandem_components.corpus_sources import iter_documents
+    from tandem_components.data.corpus_sources import iter_documents
 
     documents = ["first document\n", "zweites Dokument: äöü ß", "", "\tlast\r\n"]
     expected = [d for d in documents if d]  # empty documents are skipped
@@ -250,7 +250,7 @@ def test_every_source_kind_yields_the_same_documents_in_order(tmp_path):
 
 def test_hf_dataset_source_reads_a_local_dataset_folder(tmp_path):
     """``hf_dataset`` goes through ``datasets.load_dataset``; a local folder exercises it offline."""
-    from tandem_components.corpus_sources import iter_documents
+    from tandem_components.data.corpus_sources import iter_documents
 
     folder = tmp_path / "my_dataset"
     folder.mkdir()

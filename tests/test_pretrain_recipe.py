@@ -11,10 +11,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tandem_components.export import read_mixture_export, weights_vector
-from tandem_components.hf_checkpoint import load_hf_weights
+from tandem_components.data.shards import ShardedCorpus
+from tandem_components.mixture.export import read_mixture_export, weights_vector
 from tandem_components.models import decoder
-from tandem_components.shards import ShardedCorpus
+from tandem_components.models.hf_checkpoint import load_hf_weights
 from tests.corpus_variants import derive_corpus, uniform_random_tokens
 from tests.recipe_runner import TINY, run_in_process, tune_run
 

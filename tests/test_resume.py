@@ -100,7 +100,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(embedded_shar
     assert len(err) == 1 and "not finite" in err[0] and "step_00000010" in err[0], err
     assert [p.name for p in sorted((out / "checkpoints").glob("step_*"))] == ["step_00000005", "step_00000010"]
     assert not (out / "eval.json").exists() and not (out / "model").exists()
-    from tandem_components.training_state import load_training_checkpoint
+    from tandem_components.training.state import load_training_checkpoint
     assert load_training_checkpoint(out / "checkpoints" / "step_00000010", None)["step"] == 10  # intact
 
 
@@ -157,8 +157,8 @@ def test_a_v1_checkpoint_resumes_with_a_notice(embedded_shards, tmp_path, monkey
     the run continues exactly as if it had never stopped; its next checkpoints are sharded (v2)."""
     from omegaconf import OmegaConf
 
-    from tandem_components.shards import ShardedCorpus
-    from tandem_components.training_state import config_fingerprint
+    from tandem_components.data.shards import ShardedCorpus
+    from tandem_components.training.state import config_fingerprint
     from tests.recipe_runner import run_in_process
 
     args = [*TINY, "max_steps=20", "mixture.episode_len=5", "mixture.probe_steps=2", "checkpoint.every_n_steps=5",

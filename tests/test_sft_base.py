@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tandem_components.sft_data import load_category, subset_examples
+from tandem_components.data.sft_data import load_category, subset_examples
 from tests.conftest import REPO_ROOT
 from tests.recipe_runner import run_in_process, run_in_process_for_fixture, sft_tiny
 

@@ -7,9 +7,7 @@ import json
 
 import pytest
 
-from tandem_components.domain_loss import IGNORE_INDEX
-from tandem_components.errors import TandemError
-from tandem_components.sft_data import (
+from tandem_components.data.sft_data import (
     Example,
     chat_format,
     decode,
@@ -17,7 +15,9 @@ from tandem_components.sft_data import (
     to_messages,
     tokenize_example,
 )
-from tandem_components.tokenizer import tandem_tokenizer
+from tandem_components.data.tokenizer import tandem_tokenizer
+from tandem_components.errors import TandemError
+from tandem_components.training.domain_loss import IGNORE_INDEX
 from tests.conftest import REPO_ROOT
 
 SFT_DIR = REPO_ROOT / "data" / "sft_embedded"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tandem_components.domain_loss import IGNORE_INDEX
-from tandem_components.sft_data import TokenizedExample
-from tandem_components.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
+from tandem_components.data.sft_data import TokenizedExample
+from tandem_components.data.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
+from tandem_components.training.domain_loss import IGNORE_INDEX
 
 
 def _cats(sizes=(5, 40, 12), prompt_len=3):

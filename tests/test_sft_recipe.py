@@ -10,7 +10,7 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from tandem_components.export import read_mixture_export
+from tandem_components.mixture.export import read_mixture_export
 from tests.recipe_runner import run_in_process, run_in_process_for_fixture
 from tests.recipe_runner import sft_tiny as tiny
 
@@ -83,8 +83,8 @@ def test_bad_input_exits_2_with_one_line(case, fixture_tokenizer_path, tmp_path,
         expected = "math/val"
         message = "line 2: record has no response field 'response'"
     elif case == "mismatched_checkpoint":
-        from tandem_components.checkpoint import save_model_weights
         from tandem_components.models import decoder
+        from tandem_components.models.checkpoint import save_model_weights
 
         cfg = dict(vocab_size=1024, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=128)
         path = tmp_path / "model" / "model.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tandem_components.rouge import final_number, lcs_length, rouge_l
+from tandem_components.training.rouge import final_number, lcs_length, rouge_l
 
 
 def test_lcs_and_rouge_l():

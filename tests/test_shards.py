@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from tandem_components.corpus_sources import iter_documents
+from tandem_components.data.corpus_sources import iter_documents
+from tandem_components.data.shards import SPLITS, ShardedCorpus, building_dataset_dir, check_vocab_fits, shard_dtype
+from tandem_components.data.tokenizer import tandem_tokenizer, tokenizer_sha256
 from tandem_components.errors import TandemError
-from tandem_components.shards import SPLITS, ShardedCorpus, building_dataset_dir, check_vocab_fits, shard_dtype
-from tandem_components.tokenizer import tandem_tokenizer, tokenizer_sha256
 from tests.conftest import REPO_ROOT
 
 # The recipe is a script (recipes/ is not a package): load its namespace to call the recipe class directly.

@@ -13,16 +13,16 @@ import json
 import pytest
 import torch
 
+from tandem_components.data.sft_data import Example, chat_format, decode, tokenize_example
+from tandem_components.data.tokenizer import tandem_tokenizer
 from tandem_components.errors import TandemError
-from tandem_components.hf_checkpoint import (
+from tandem_components.models.hf_checkpoint import (
     hf_llama,
     load_transformers_gguf,
     save_hf_checkpoint,
     smollm2_gguf_path,
     tandem_pretrained,
 )
-from tandem_components.sft_data import Example, chat_format, decode, tokenize_example
-from tandem_components.tokenizer import tandem_tokenizer
 
 pytest.importorskip("transformers", reason="needs transformers (+ gguf, accelerate) to read the GGUF")
 pytest.importorskip("gguf", reason="needs gguf to read SmolLM2's GGUF file")
@@ -98,8 +98,8 @@ def test_checkpoint_with_mismatched_shapes_is_refused(smollm2_dir, tmp_path):
 def test_tandem_pretrained_checkpoint_loads_and_mismatch_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
-    from tandem_components.checkpoint import save_model_weights
     from tandem_components.models import decoder
+    from tandem_components.models.checkpoint import save_model_weights
 
     cfg = {"_component_": "tandem_components.models.decoder", "vocab_size": 300, "num_layers": 1, "num_heads": 2,
            "num_kv_heads": 1, "embed_dim": 32, "max_seq_len": 64}

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from tandem_components.data.shards import ShardedCorpus
 from tandem_components.errors import TandemError
-from tandem_components.shards import ShardedCorpus
 from tests.conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from tandem_components.data.loader import PerDomainSampler, WeightedDomainLoader
 from tandem_components.estimators import FixedEstimator, TandemEstimator
 from tandem_components.estimators.tandem import delta_agreement
-from tandem_components.loader import PerDomainSampler, WeightedDomainLoader
-from tandem_components.mixture import MixtureState
-from tandem_components.twins import build_twins
+from tandem_components.mixture.state import MixtureState
+from tandem_components.training.twins import build_twins
 from tests.helpers import adamw, patterned_tokens, tiny_decoder
 
 SEQ = 16

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tandem_components.shards import ShardedCorpus
+from tandem_components.data.shards import ShardedCorpus
 from tests.corpus_variants import derive_corpus, uniform_random_tokens
 from tests.recipe_runner import TINY, run_in_process
 

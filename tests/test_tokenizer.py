@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tandem_components.corpus_sources import iter_documents
-from tandem_components.errors import TandemError
-from tandem_components.tokenizer import (
+from tandem_components.data.corpus_sources import iter_documents
+from tandem_components.data.sft_data import chat_format, decode, tokenize_messages
+from tandem_components.data.tokenizer import (
     SPECIAL_TOKENS,
     TandemTokenizer,
     balanced_sample,
@@ -20,7 +20,7 @@ from tandem_components.tokenizer import (
     tokenizer_sha256,
     train_bpe,
 )
-from tandem_components.sft_data import chat_format, decode, tokenize_messages
+from tandem_components.errors import TandemError
 from tandem_components.torchtune_api import Message, config
 from tests.conftest import EMBEDDED_DIR
 
@@ -116,7 +116,7 @@ def test_balanced_sample_takes_equal_bytes_capped_by_smallest_domain():
 
 
 def test_builder_is_a_config_component_and_formats_chat_as_the_sft_recipe(fixture_tokenizer_path):
-    component = "tandem_components.tokenizer.tandem_tokenizer"
+    component = "tandem_components.data.tandem_tokenizer"
     cfg = OmegaConf.create({"_component_": component, "path": str(fixture_tokenizer_path), "max_seq_len": 64})
     tokenizer = config.instantiate(cfg)
     assert isinstance(tokenizer, TandemTokenizer) and tokenizer.max_seq_len == 64

@@ -1,4 +1,4 @@
-"""Training checkpoints (tandem_components/training_state.py): exact resume, keep-last-k, and refusal of
+"""Training checkpoints (tandem_components/training/state.py): exact resume, keep-last-k, and refusal of
 every kind of damaged checkpoint with one line naming the file."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from tandem_components.data.loader import PerDomainSampler, WeightedDomainLoader
 from tandem_components.errors import TandemError
 from tandem_components.estimators import TandemEstimator
-from tandem_components.loader import PerDomainSampler, WeightedDomainLoader
-from tandem_components.mixture import MixtureState
+from tandem_components.mixture.state import MixtureState
 from tandem_components.torchtune_api import get_cosine_schedule_with_warmup
-from tandem_components.training_state import (
+from tandem_components.training.state import (
     MANIFEST_NAME,
     config_fingerprint,
     find_latest_checkpoint,
@@ -28,7 +28,7 @@ from tandem_components.training_state import (
     save_training_checkpoint,
     truncate_trajectory,
 )
-from tandem_components.twins import build_twins
+from tandem_components.training.twins import build_twins
 from tests.helpers import adamw, patterned_tokens, tiny_decoder
 
 DOMAINS = ["a", "b", "c"]
@@ -270,7 +270,7 @@ def test_truncate_trajectory(tmp_path):
 
 
 # ---- the sharded part (DCP) and the checks a resume makes before touching anything -------------------------
-from tandem_components.sharded_state import get_sharded_state, set_sharded_state  # noqa: E402
+from tandem_components.training.sharded_state import get_sharded_state, set_sharded_state  # noqa: E402
 
 
 def _model_and_optimizer(seed: int):

@@ -1,6 +1,6 @@
 import torch
 
-from tandem_components.twins import build_twins
+from tandem_components.training.twins import build_twins
 from tests.helpers import adamw, tiny_decoder
 
 

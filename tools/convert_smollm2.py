@@ -7,8 +7,8 @@
 
 The folder holds config.json, model.safetensors (fp32, dequantised), tokenizer.json and
 tokenizer_config.json; configs/sft/smollm2_stage{1,2}.yaml load it with
-``tandem_components.hf_checkpoint.hf_llama`` (torchtune's FullModelHFCheckpointer) and its tokenizer with
-``tandem_components.tokenizer.tandem_tokenizer``.
+``tandem_components.models.hf_llama`` (torchtune's FullModelHFCheckpointer) and its tokenizer with
+``tandem_components.data.tandem_tokenizer``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tandem_components.errors import TandemError
-from tandem_components.hf_checkpoint import convert_gguf_to_hf, smollm2_gguf_path
+from tandem_components.models.hf_checkpoint import convert_gguf_to_hf, smollm2_gguf_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path: make the repo importable
 
-from tandem_components.errors import TandemError  # noqa: E402
-from tandem_components.shards import (  # noqa: E402
+from tandem_components.data.shards import (  # noqa: E402
     SHARD_DTYPES,
     ShardedCorpus,
     SplitStats,
@@ -36,6 +35,7 @@ from tandem_components.shards import (  # noqa: E402
     write_index,
     write_split,
 )
+from tandem_components.errors import TandemError  # noqa: E402
 
 
 def documents(tokens: np.ndarray, eos_id: int) -> list[np.ndarray]:

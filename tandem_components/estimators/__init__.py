@@ -1,7 +1,5 @@
-"""Hypergradient estimators behind one interface (``base.HypergradientEstimator``).
-
-``mixture.learner`` in a config names one of ``LEARNERS``.
-"""
+"""Hypergradient estimators Δ behind one interface (``base.HypergradientEstimator``): TANDEM's twin gap,
+DoReMi, DoGE, fixed. ``mixture.learner`` in a config names one of ``LEARNERS``."""
 
 from tandem_components.estimators.base import HypergradientEstimator, PerDomainSignalEstimator
 from tandem_components.estimators.doge import DoGEEstimator

@@ -60,10 +60,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tandem_components.distributed import all_reduce_sum, local_shard, rank_and_world_size
-from tandem_components.domain_loss import IGNORE_INDEX, DomainLosses, model_domain_losses
+from tandem_components.distributed.collectives import all_reduce_sum, local_shard, rank_and_world_size
 from tandem_components.errors import TandemError
 from tandem_components.estimators.base import PerDomainSignalEstimator
+from tandem_components.training.domain_loss import IGNORE_INDEX, DomainLosses, model_domain_losses
 
 
 class DoGEEstimator(PerDomainSignalEstimator):

@@ -58,10 +58,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tandem_components.distributed import all_reduce_sum
-from tandem_components.domain_loss import IGNORE_INDEX, per_token_loss
+from tandem_components.distributed.collectives import all_reduce_sum
 from tandem_components.errors import TandemError
 from tandem_components.estimators.base import PerDomainSignalEstimator
+from tandem_components.training.domain_loss import IGNORE_INDEX, per_token_loss
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,11 @@ from typing import Any, Callable
 
 import torch
 
-from tandem_components.distributed import all_reduce_sum, local_shard
-from tandem_components.domain_loss import DomainLosses, model_domain_losses
+from tandem_components.distributed.collectives import all_reduce_sum, local_shard
 from tandem_components.errors import TandemError
 from tandem_components.estimators.base import PerDomainSignalEstimator
-from tandem_components.twins import TwinModels
+from tandem_components.training.domain_loss import DomainLosses, model_domain_losses
+from tandem_components.training.twins import TwinModels
 
 #: mixture.reference_step: how the reference combines its train and validation gradients
 REFERENCE_STEPS = ("split", "joint")

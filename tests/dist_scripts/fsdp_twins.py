@@ -19,18 +19,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run by path: make the repo importable
 
-from tandem_components.chunked_loss import model_chunked_domain_losses  # noqa: E402
-from tandem_components.distributed import all_reduce_sum, rank_and_world_size  # noqa: E402
-from tandem_components.domain_loss import model_domain_losses  # noqa: E402
-from tandem_components.estimators import TandemEstimator  # noqa: E402
-from tandem_components.loader import Batch, PerDomainSampler, WeightedDomainLoader  # noqa: E402
-from tandem_components.mixture import MixtureState  # noqa: E402
-from tandem_components.parallel import (  # noqa: E402
+from tandem_components.data.loader import Batch, PerDomainSampler, WeightedDomainLoader  # noqa: E402
+from tandem_components.distributed.collectives import all_reduce_sum, rank_and_world_size  # noqa: E402
+from tandem_components.distributed.parallel import (  # noqa: E402
     full_state_dict,
     init_distributed_if_launched,
     make_prepare,
 )
-from tandem_components.twins import build_twins  # noqa: E402
+from tandem_components.estimators import TandemEstimator  # noqa: E402
+from tandem_components.mixture.state import MixtureState  # noqa: E402
+from tandem_components.training.chunked_loss import model_chunked_domain_losses  # noqa: E402
+from tandem_components.training.domain_loss import model_domain_losses  # noqa: E402
+from tandem_components.training.twins import build_twins  # noqa: E402
 from tests.helpers import adamw, patterned_tokens, tiny_decoder  # noqa: E402
 
 EPISODES, EPISODE_LEN, PROBE_STEPS = 3, 3, 2  # T, E, K

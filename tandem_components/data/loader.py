@@ -17,13 +17,13 @@ exact (unbiased) integers with a per-sample upper bound in one vectorised call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torchdata.nodes import BaseNode
 
+from tandem_components.data.batch import Batch
 from tandem_components.errors import TandemError
 
 _STREAM_TRAIN = 0
@@ -33,37 +33,6 @@ _STREAM_PROBE_ORDER = 3
 #: then costs each twin at most two batch forwards per update, whatever the number of domains
 DEFAULT_PROBE_BUDGET_BATCHES = 2
 _SUM_TOL = 1e-6
-
-
-@dataclass
-class Batch:
-    """A batch of B windows of T tokens.
-
-    Attributes:
-        tokens: (B, T) int64 input ids.
-        labels: (B, T) int64 next-token targets (``tokens`` shifted left by one).
-        domain_ids: (B,) int64 index into the domain list.
-    """
-
-    tokens: torch.LongTensor
-    labels: torch.LongTensor
-    domain_ids: torch.LongTensor
-
-    def to(self, device, non_blocking: bool = False) -> "Batch":
-        return Batch(
-            tokens=self.tokens.to(device, non_blocking=non_blocking),
-            labels=self.labels.to(device, non_blocking=non_blocking),
-            domain_ids=self.domain_ids.to(device, non_blocking=non_blocking),
-        )
-
-    def rows(self, index) -> "Batch":
-        """The sub-batch at row ``index`` (a slice or an index tensor)."""
-        return Batch(self.tokens[index], self.labels[index], self.domain_ids[index])
-
-    def chunks(self, size: int) -> "Iterator[Batch]":
-        """Consecutive sub-batches of at most ``size`` rows (forward a large batch in pieces)."""
-        for start in range(0, self.tokens.shape[0], size):
-            yield self.rows(slice(start, start + size))
 
 
 # ---- shared validation / indexing helpers ----------------------------------------------------------------

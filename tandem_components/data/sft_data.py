@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from tandem_components.corpus_sources import _file_format, _open_text, resolve_files
-from tandem_components.domain_loss import IGNORE_INDEX
+from tandem_components.data.batch import IGNORE_INDEX
+from tandem_components.data.corpus_sources import _file_format, _open_text, resolve_files
 from tandem_components.errors import TandemError
 from tandem_components.torchtune_api import Message
 

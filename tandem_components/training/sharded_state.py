@@ -19,7 +19,7 @@ from typing import Any, Mapping, MutableMapping
 import torch
 from torch import nn
 
-from tandem_components.distributed import is_distributed
+from tandem_components.distributed.collectives import is_distributed
 
 #: name -> (model, optimizer): e.g. {"proxy": (u, opt_u), "reference": (w, opt_w)}
 Stateful = Mapping[str, tuple[nn.Module, torch.optim.Optimizer]]

@@ -127,7 +127,7 @@ def llama_dims(hf_config: dict, max_seq_len: int | None = None) -> dict:
 def hf_llama(checkpoint_dir: str, max_seq_len: int = 2048, load_weights: bool = True) -> torch.nn.Module:
     """Config builder: torchtune Llama-3.2 decoder (tied embeddings) with an HF checkpoint's weights.
 
-    ``model: {_component_: tandem_components.hf_checkpoint.hf_llama, checkpoint_dir: ..., max_seq_len: 2048}``
+    ``model: {_component_: tandem_components.models.hf_llama, checkpoint_dir: ..., max_seq_len: 2048}``
     """
     checkpoint_dir = Path(checkpoint_dir)
     dims = llama_dims(read_hf_config(checkpoint_dir), max_seq_len)
@@ -175,7 +175,7 @@ def _check_shapes(model: torch.nn.Module, state: dict, path: Path) -> None:
 
 def tandem_pretrained(model_dir: str, max_seq_len: int | None = None) -> torch.nn.Module:
     """Config builder: a model written by tandem's pretraining recipe (``<output_dir>/model``)."""
-    from tandem_components.checkpoint import load_model_weights
+    from tandem_components.models.checkpoint import load_model_weights
 
     model_dir = Path(model_dir)
     cfg_path = model_dir / "model_config.yaml"

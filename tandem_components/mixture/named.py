@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tandem_components.errors import TandemError
-from tandem_components.export import read_mixture_export, weights_vector
+from tandem_components.mixture.export import read_mixture_export, weights_vector
 
 
 def _plain(value: Any) -> Any:

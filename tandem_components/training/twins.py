@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from tandem_components.distributed import all_reduce_sum, local_shard
+from tandem_components.distributed.collectives import all_reduce_sum, local_shard
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 

@@ -1,7 +1,7 @@
 """The α-weighted SFT loader: where the SFT recipe reads α. Samples EXAMPLES by task category.
 
 Same interface as ``loader.WeightedDomainLoader`` (a ``torchdata.nodes.BaseNode`` returning
-``loader.Batch`` with ``domain_ids`` = category ids; ``set_weights``, ``epochs_seen``, exact
+``batch.Batch`` with ``domain_ids`` = category ids; ``set_weights``, ``epochs_seen``, exact
 ``state_dict`` / ``load_state_dict``, rank/world-size slicing of one global batch), but the unit is an
 example, not a window, and examples are revisited:
 
@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from torchdata.nodes import BaseNode
 
-from tandem_components.domain_loss import IGNORE_INDEX
-from tandem_components.errors import TandemError
-from tandem_components.loader import (
+from tandem_components.data.batch import IGNORE_INDEX
+from tandem_components.data.loader import (
     AlphaSampling,
     Batch,
     ProbeSchedule,
@@ -38,7 +37,8 @@ from tandem_components.loader import (
     _rng_state,
     _set_rng_state,
 )
-from tandem_components.sft_data import TokenizedExample
+from tandem_components.data.sft_data import TokenizedExample
+from tandem_components.errors import TandemError
 
 _STREAM_TRAIN = 0
 _STREAM_PROBE = 1

@@ -2,7 +2,7 @@
 
 The paper reports per-domain validation perplexity and its average over domains; both are here, with
 the mean loss. Every result names its split: ``val`` (progress
-evaluations, the split methods may use) or ``test`` (the final, reported figure no method sees). Evaluation windows are fixed (``loader.eval_windows``) so numbers are comparable across
+evaluations, the split methods may use) or ``test`` (the final, reported figure no method sees). Evaluation windows are fixed (``data.loader.eval_windows``) so numbers are comparable across
 steps, runs and mixtures.
 """
 
@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import torch
 
 from tandem_components.atomic import atomic_write_text
-from tandem_components.distributed import all_reduce_sum, rank_and_world_size
-from tandem_components.domain_loss import DomainLosses, model_domain_losses
+from tandem_components.distributed.collectives import all_reduce_sum, rank_and_world_size
+from tandem_components.training.domain_loss import DomainLosses, model_domain_losses
 
 
 @dataclass
@@ -102,7 +102,7 @@ def evaluate_per_domain(
     """Loss of ``model`` on each domain's fixed evaluation windows, the work shared by the ranks.
 
     Args:
-        domain_batches: one ``Batch`` per domain holding all of its windows (``loader.eval_windows``).
+        domain_batches: one ``Batch`` per domain holding all of its windows (``data.loader.eval_windows``).
         batch_size: windows per forward pass (on each rank).
 
     Several ranks: the forward passes (chunks of ``batch_size`` windows over all domains) are dealt out

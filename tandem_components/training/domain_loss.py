@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tandem_components.distributed import all_reduce_sum, rank_and_world_size
-
-IGNORE_INDEX = -100
+from tandem_components.data.batch import IGNORE_INDEX
+from tandem_components.distributed.collectives import all_reduce_sum, rank_and_world_size
 
 
 @dataclass
@@ -102,6 +101,6 @@ def reduce_per_domain(
 
 
 def model_domain_losses(model: torch.nn.Module, batch, num_domains: int) -> DomainLosses:
-    """Forward ``batch`` (a ``loader.Batch``) through ``model`` and reduce the loss per domain."""
+    """Forward ``batch`` (a ``data.Batch``) through ``model`` and reduce the loss per domain."""
     logits = model(batch.tokens)
     return domain_losses(logits, batch.labels, batch.domain_ids, num_domains)

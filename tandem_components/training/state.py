@@ -75,9 +75,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tandem_components.distributed import all_gather_object, barrier, rank_and_world_size
+from tandem_components.distributed.collectives import all_gather_object, barrier, rank_and_world_size
 from tandem_components.errors import TandemError
-from tandem_components.sharded_state import load_sharded, save_sharded
+from tandem_components.training.sharded_state import load_sharded, save_sharded
 
 FORMAT = "tandem-training-checkpoint/v2"
 FORMAT_V1 = "tandem-training-checkpoint/v1"  # single process, no sharded/ (read, never written)

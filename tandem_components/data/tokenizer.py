@@ -7,7 +7,7 @@ Two halves:
   with the full 256-byte initial alphabet: ``decode(encode(x)) == x`` for any text (non-ASCII, tabs, CRLF).
 - ``TandemTokenizer``: torchtune's ``HuggingFaceBaseTokenizer`` plus the ``ModelTokenizer`` attributes.
   It reads any ``tokenizer.json``, so a real model's tokenizer can be swapped in by config
-  (``tokenizer.path`` in the data config, or ``_component_: tandem_components.tokenizer.tandem_tokenizer``).
+  (``tokenizer.path`` in the data config, or ``_component_: tandem_components.data.tandem_tokenizer``).
 
 Special tokens are plain text inside documents: a literal ``<|endoftext|>`` in a source file is encoded
 as ordinary bytes, never as the EOS id, so document boundaries in the shards are exactly where we put them.
@@ -222,14 +222,14 @@ class TandemTokenizer(HuggingFaceBaseTokenizer, ModelTokenizer):
     def tokenize_messages(self, messages, chat_format: str = "tandem", system_prompt: str | None = None):
         """(ids, mask) of a user/assistant exchange (torchtune's ``ModelTokenizer`` interface), formatted as
         the SFT recipe formats it (``data.chat_format``), cut to ``max_seq_len``; mask True = no loss."""
-        from tandem_components import sft_data  # sft_data's readers import this module's neighbours
+        from tandem_components.data import sft_data  # sft_data's readers import this module's neighbours
 
         fmt = sft_data.chat_format(chat_format, system_prompt)
         return sft_data.tokenize_messages(self, messages, fmt, self.max_seq_len)
 
 
 def tandem_tokenizer(path: str, max_seq_len: int | None = None) -> TandemTokenizer:
-    """Config builder: ``tokenizer: {_component_: tandem_components.tokenizer.tandem_tokenizer, path: ...}``.
+    """Config builder: ``tokenizer: {_component_: tandem_components.data.tandem_tokenizer, path: ...}``.
 
     ``path`` is a ``tokenizer.json``; its ``tokenizer_config.json`` (bos/eos/pad token), or else its
     ``generation_config.json`` (bos/eos ids), must sit in the same directory, as in any HF model folder.

@@ -1,6 +1,6 @@
 """Final model weights: safetensors plus the model config that rebuilds them, written atomically.
 
-(Full training state for resuming lives in ``training_state.py``.)
+(Full training state for resuming lives in ``training/state.py``.)
 """
 
 from __future__ import annotations

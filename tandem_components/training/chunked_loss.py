@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tandem_components.domain_loss import IGNORE_INDEX, DomainLosses, reduce_per_domain
+from tandem_components.training.domain_loss import IGNORE_INDEX, DomainLosses, reduce_per_domain
 
 DEFAULT_NUM_CHUNKS = 8
 

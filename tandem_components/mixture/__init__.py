@@ -1,0 +1,30 @@
+"""The mixture α: its state on the simplex and its update step, the named starting mixtures (uniform,
+natural, temperature, unimax), the YAML export stage 2 reads, and its trajectory plot."""
+
+from tandem_components.mixture.export import read_mixture_export, weights_vector, write_mixture_export
+from tandem_components.mixture.named import (
+    NAMES,
+    named_or_mapping_weights,
+    resolve_initial_weights,
+    resolve_target_weights,
+    temperature_weights,
+    unimax_weights,
+)
+from tandem_components.mixture.plots import plot_mixture_trajectory
+from tandem_components.mixture.state import UPDATES, MixtureState, project_to_simplex
+
+__all__ = [
+    "MixtureState",
+    "UPDATES",
+    "project_to_simplex",
+    "NAMES",
+    "named_or_mapping_weights",
+    "resolve_initial_weights",
+    "resolve_target_weights",
+    "temperature_weights",
+    "unimax_weights",
+    "read_mixture_export",
+    "weights_vector",
+    "write_mixture_export",
+    "plot_mixture_trajectory",
+]
