@@ -30,15 +30,19 @@ import sys
 
 from omegaconf import DictConfig
 
-from recipes.pretrain import PretrainRecipe
 from tandem_components.atomic import atomic_write_text
 from tandem_components.config_validation import DATA_RESTRICTED_SCHEMA, validate_pretrain_config
-from tandem_components.data.loader import eval_windows
-from tandem_components.distributed.collectives import launched_world_size
+from tandem_components.data import eval_windows
+from tandem_components.distributed import launched_world_size
 from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.mixture.export import read_mixture_export
+from tandem_components.mixture import read_mixture_export
 from tandem_components.torchtune_api import config
-from tandem_components.training.evaluation import evaluate_per_domain
+from tandem_components.training import evaluate_per_domain
+
+if __package__:  # the recipe this one extends sits beside it, here and in a copy (`tandem cp`)
+    from .pretrain import PretrainRecipe
+else:  # a copy run from its own folder: `tune run data_restricted.py ...`, `python data_restricted.py ...`
+    from pretrain import PretrainRecipe
 
 
 def natural_budgets(domain_tokens: list[int], total: int, min_tokens: int) -> list[int]:

@@ -31,25 +31,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from tandem_components.data.corpus_sources import DEFAULT_TEXT_FIELD, check_source, iter_documents
-from tandem_components.data.shards import (
-    SPLITS,
-    SplitStats,
-    building_dataset_dir,
-    check_vocab_fits,
-    make_index,
-    shard_dtype,
-    write_index,
-    write_split,
-)
-from tandem_components.data.tokenizer import (
-    DEFAULT_SAMPLE_BYTES_PER_DOMAIN,
-    DEFAULT_VOCAB_SIZE,
-    TandemTokenizer,
-    copy_tokenizer,
-    tandem_tokenizer,
-    tokenizer_sha256,
-    train_bpe,
+from tandem_components.data import (
+    DEFAULT_SAMPLE_BYTES_PER_DOMAIN, DEFAULT_TEXT_FIELD, DEFAULT_VOCAB_SIZE, SPLITS, SplitStats, TandemTokenizer,
+    building_dataset_dir, check_source, check_vocab_fits, copy_tokenizer, iter_documents, make_index, shard_dtype,
+    tandem_tokenizer, tokenizer_sha256, train_bpe, write_index, write_split,
 )
 from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.torchtune_api import config

@@ -43,45 +43,28 @@ from tqdm import tqdm
 from tandem_components import __version__
 from tandem_components.atomic import atomic_write_text
 from tandem_components.config_validation import checkpoint_dir, validate_pretrain_config
-from tandem_components.data.loader import (
-    PerDomainSampler,
-    WeightedDomainLoader,
-    domains_per_probe,
-    eval_windows,
-    probe_budget,
+from tandem_components.data import (
+    PerDomainSampler, ShardedCorpus, WeightedDomainLoader, domains_per_probe, eval_windows, probe_budget,
     upgrade_v1_state,
 )
-from tandem_components.data.shards import ShardedCorpus
-from tandem_components.distributed.collectives import barrier, is_main_process, launched_world_size, rank_and_world_size
-from tandem_components.distributed.parallel import (
-    full_state_dict,
-    init_distributed_if_launched,
-    local_device,
-    make_prepare,
+from tandem_components.distributed import (
+    barrier, full_state_dict, init_distributed_if_launched, is_main_process, launched_world_size, local_device,
+    make_prepare, rank_and_world_size,
 )
 from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
 from tandem_components.estimators.doremi import freeze
-from tandem_components.mixture.export import write_mixture_export
-from tandem_components.mixture.named import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
-from tandem_components.mixture.plots import plot_mixture_trajectory
-from tandem_components.mixture.state import MixtureState
-from tandem_components.models.checkpoint import load_model_weights, save_model_weights
-from tandem_components.models.hf_checkpoint import export_hf_llama
-from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
-from tandem_components.training.chunked_loss import model_chunked_domain_losses
-from tandem_components.training.domain_loss import model_domain_losses
-from tandem_components.training.evaluation import evaluate_per_domain
-from tandem_components.training.sharded_state import get_sharded_state, load_full_state, set_sharded_state
-from tandem_components.training.state import (
-    config_fingerprint,
-    find_latest_checkpoint,
-    load_training_checkpoint,
-    restore_rng_state,
-    save_training_checkpoint,
-    truncate_trajectory,
+from tandem_components.mixture import (
+    MixtureState, named_or_mapping_weights, plot_mixture_trajectory, resolve_initial_weights,
+    resolve_target_weights, write_mixture_export,
 )
-from tandem_components.training.twins import build_twins
+from tandem_components.models import export_hf_llama, load_model_weights, save_model_weights
+from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
+from tandem_components.training import (
+    build_twins, config_fingerprint, evaluate_per_domain, find_latest_checkpoint, get_sharded_state,
+    load_full_state, load_training_checkpoint, model_chunked_domain_losses, model_domain_losses, restore_rng_state,
+    save_training_checkpoint, set_sharded_state, truncate_trajectory,
+)
 
 log = get_logger("INFO")
 #: mixture.delta_scale: lr amplifies Δ at most this much (the last steps of a schedule decaying to 0)

@@ -42,27 +42,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from recipes.pretrain import PretrainRecipe
 from tandem_components.atomic import atomic_write_text
 from tandem_components.config_validation import SCHEMA, Component, Key, validate_pretrain_config
-from tandem_components.data.corpus_sources import check_source, resolve_files
-from tandem_components.data.sft_data import (
-    chat_format,
-    load_category,
-    subset_examples,
-    tokenize_category,
-    tokenize_example,
+from tandem_components.data import (
+    PerCategorySampler, WeightedExampleLoader, chat_format, check_source, eval_example_batches, load_category,
+    resolve_files, subset_examples, tokenize_category, tokenize_example, tokenizer_sha256,
 )
-from tandem_components.data.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
-from tandem_components.data.tokenizer import tokenizer_sha256
-from tandem_components.distributed.collectives import broadcast_int, is_main_process, launched_world_size
+from tandem_components.distributed import broadcast_int, is_main_process, launched_world_size
 from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import LEARNERS
-from tandem_components.mixture.named import named_or_mapping_weights, resolve_target_weights
-from tandem_components.models.checkpoint import load_model_weights
+from tandem_components.mixture import named_or_mapping_weights, resolve_target_weights
+from tandem_components.models import load_model_weights
 from tandem_components.torchtune_api import config, get_logger
-from tandem_components.training.rouge import final_number, rouge_l
+from tandem_components.training import final_number, rouge_l
 
+if __package__:  # the recipe this one extends sits beside it, here and in a copy (`tandem cp`)
+    from .pretrain import PretrainRecipe
+else:  # a copy run from its own folder: `tune run sft.py ...`, `python sft.py ...`
+    from pretrain import PretrainRecipe
 
 log = get_logger("INFO")
 SPLITS = ("train", "val", "test")

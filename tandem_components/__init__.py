@@ -10,7 +10,8 @@ Packages follow the data path, and imports only run down this list (tests/test_i
 - ``mixture``       α on the simplex and its step, named mixtures, the export stage 2 reads, plots
 - ``training``      twins u and w, per-domain losses, evaluation, training checkpoints, cost model
 - ``estimators``    the hypergradient Δ per domain (TANDEM; DoReMi, DoGE, fixed)
-- commands over all of it: ``config_validation`` (every config key), ``verdict`` (learned vs baseline)
+- commands over all of it: ``config_validation`` (every config key), ``verdict`` (learned vs baseline),
+  ``cli`` (``tandem ls`` / ``tandem cp``: the recipes and configs shipped in the wheel)
 """
 
 __version__ = "0.1.0"

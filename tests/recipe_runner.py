@@ -67,7 +67,9 @@ def run_in_process(recipe: str, config: str | Path, *overrides: str, monkeypatch
 
     Returns the exit status (torchtune's ``config.parse`` ends with ``sys.exit``): 0 on success.
     """
-    main = runpy.run_path(str(REPO_ROOT / "recipes" / f"{recipe}.py"))["recipe_main"]
+    # named as `tune run` names it (the module recipes.<recipe>): data_restricted and sft import their base
+    # recipe relative to that package
+    main = runpy.run_path(str(REPO_ROOT / "recipes" / f"{recipe}.py"), run_name=f"recipes.{recipe}")["recipe_main"]
     monkeypatch.setattr(sys, "argv", [f"recipes/{recipe}.py", "--config", str(config), *overrides])
     monkeypatch.chdir(REPO_ROOT)
     try:

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"data", "models", "distributed"},               # data and models never import training or mixture
     {"mixture", "training"},
     {"estimators"},                                  # Δ needs the twins and the per-domain losses
-    {"config_validation", "verdict"},                # commands over everything
+    {"config_validation", "verdict", "cli"},         # commands over everything
 ]
 LAYER_OF = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 #: tandem_components/__init__.py imports no unit, so that `import tandem_components.errors` stays light

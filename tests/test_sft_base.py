@@ -42,7 +42,7 @@ def base_weights(embedded_shards, tmp_path_factory):
 
 def _sft_recipe(tokenizer, tmp_path, *overrides):
     """The SFT stage-2 recipe, set up (data, models, loaders) but not trained."""
-    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "sft.py"))["SFTRecipe"]
+    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "sft.py"), run_name="recipes.sft")["SFTRecipe"]
     cfg = OmegaConf.merge(OmegaConf.load(REPO_ROOT / STAGE2), OmegaConf.from_dotlist([
         *sft_tiny(tokenizer), "mixture.weights_from=null", "mixture.weights=uniform", "eval.examples_per_category=32",
         f"output_dir={tmp_path}", *overrides]))

@@ -10,6 +10,7 @@ from tandem_components.data.loader import (
     domains_per_probe,
     eval_windows,
     probe_budget,
+    upgrade_v1_state,
 )
 from tandem_components.data.sft_data import (
     ChatFormat,
@@ -22,8 +23,26 @@ from tandem_components.data.sft_data import (
     tokenize_example,
 )
 from tandem_components.data.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
-from tandem_components.data.shards import ShardedCorpus, make_index, write_index, write_split
-from tandem_components.data.tokenizer import TandemTokenizer, tandem_tokenizer, tokenizer_sha256, train_bpe
+from tandem_components.data.shards import (
+    SPLITS,
+    ShardedCorpus,
+    SplitStats,
+    building_dataset_dir,
+    check_vocab_fits,
+    make_index,
+    shard_dtype,
+    write_index,
+    write_split,
+)
+from tandem_components.data.tokenizer import (
+    DEFAULT_SAMPLE_BYTES_PER_DOMAIN,
+    DEFAULT_VOCAB_SIZE,
+    TandemTokenizer,
+    copy_tokenizer,
+    tandem_tokenizer,
+    tokenizer_sha256,
+    train_bpe,
+)
 
 __all__ = [
     "IGNORE_INDEX",
@@ -57,4 +76,13 @@ __all__ = [
     "WeightedExampleLoader",
     "PerCategorySampler",
     "eval_example_batches",
+    "SPLITS",
+    "SplitStats",
+    "building_dataset_dir",
+    "check_vocab_fits",
+    "shard_dtype",
+    "DEFAULT_SAMPLE_BYTES_PER_DOMAIN",
+    "DEFAULT_VOCAB_SIZE",
+    "copy_tokenizer",
+    "upgrade_v1_state",
 ]

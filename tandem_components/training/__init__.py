@@ -16,9 +16,12 @@ from tandem_components.training.evaluation import DomainEval, EvalResult, evalua
 from tandem_components.training.rouge import final_number, rouge_l
 from tandem_components.training.sharded_state import get_sharded_state, load_full_state, set_sharded_state
 from tandem_components.training.state import (
+    config_fingerprint,
     find_latest_checkpoint,
     load_training_checkpoint,
+    restore_rng_state,
     save_training_checkpoint,
+    truncate_trajectory,
 )
 from tandem_components.training.twins import TwinModels, build_twins
 
@@ -48,4 +51,7 @@ __all__ = [
     "predict_stage1_time",
     "final_number",
     "rouge_l",
+    "config_fingerprint",
+    "restore_rng_state",
+    "truncate_trajectory",
 ]
