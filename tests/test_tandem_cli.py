@@ -69,14 +69,15 @@ def test_cp_refuses_an_unknown_name_or_an_existing_file_in_one_line(tmp_path, ca
 
 
 def test_pyproject_ships_every_package():
-    """A package missing from pyproject's list would be missing from the wheel."""
+    """A package or a folder of configs missing from pyproject's list would be missing from the wheel."""
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {
         ".".join(p.parent.relative_to(REPO_ROOT).parts)
         for p in (REPO_ROOT / "tandem_components").rglob("__init__.py")
     }
-    assert listed == packages | {"tandem_recipes", "tandem_recipes.configs"}
+    configs = {f"tandem_recipes.configs.{p.name}" for p in (REPO_ROOT / "configs").iterdir() if p.is_dir()}
+    assert listed == packages | configs | {"tandem_recipes", "tandem_recipes.configs"}
 
 
 def _clean_env() -> dict[str, str]:
