@@ -1,6 +1,6 @@
 """One command on one GPU: is tandem fast there? Writes one JSON and one Markdown table.
 
-    python benchmarks/gpu_check.py                 # one H100/H200: a ~100M proxy, bf16; <= 8 minutes
+    python benchmarks/gpu_check.py                 # one H100/H200: a ~100M proxy, bf16; sized for <= 8 minutes
     python benchmarks/gpu_check.py --smoke         # CPU, tiny model, a few steps: every part runs (the tests)
 
 Needs prepared shards (``make prepare``: ``data/shards/embedded``; ``--shards`` for others). Every figure

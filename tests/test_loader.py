@@ -280,8 +280,12 @@ def test_a_bounded_sampler_holds_only_the_scheduled_domains_and_resumes():
     for want in following:
         got = again.sample()
         assert torch.equal(got.tokens, want.tokens) and torch.equal(got.domain_ids, want.domain_ids)
-    with pytest.raises(TandemError, match="domains_per_probe"):  # another schedule is another run
+    with pytest.raises(TandemError, match="^mixture.probe_budget: the checkpoint's probe held 2 of 6"):
         PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=3).load_state_dict(state)
+    before = {k: v for k, v in state.items() if k != "domains_per_probe"}  # a state from before bounded probes
+    with pytest.raises(TandemError, match="held 6 of 6 domains per update, this run's holds 2"):
+        PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=2).load_state_dict(before)
+    PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1).load_state_dict(before)  # probe_budget=null: resumes
     full = PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1)  # default: every domain, as before
     assert full.sample().domain_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 

@@ -133,11 +133,9 @@ def _set_rng_state(rng: np.random.Generator, sd: dict) -> None:
 
 def upgrade_v1_state(sd: dict) -> dict:
     """A loader or sampler state of format v1 (one process: per-rank sizes were the global ones, and the
-    rank was recorded; a probe held every domain) in this version's rank-free form."""
+    rank was recorded) in this version's rank-free form."""
     sd = dict(sd)
     sd.pop("rank", None)
-    if "per_domain" in sd:  # a sampler: it probed all its domains
-        sd["domains_per_probe"] = len(sd["domain_lengths"])
     for old, new in (("batch_size", "global_batch_size"), ("per_domain", "global_per_domain")):
         if old in sd:
             sd[new] = sd.pop(old)
@@ -152,6 +150,17 @@ def _check_config(sd: dict, expected: dict, what: str) -> None:
         got = got.tolist() if isinstance(got, torch.Tensor) else got
         if got != want:
             raise TandemError(f"{what} state_dict: {key}={got} does not match this loader's {key}={want}")
+
+
+def _check_probe_schedule(sd: dict, schedule: "ProbeSchedule") -> None:
+    """The checkpoint's probe held as many domains per update as this run's (a state from before bounded
+    probes has no ``domains_per_probe``: its probes held every domain)."""
+    saved = int(sd.get("domains_per_probe", len(sd["domain_lengths"])))
+    if saved != schedule.domains_per_probe:
+        raise TandemError(
+            f"mixture.probe_budget: the checkpoint's probe held {saved} of {schedule.num_domains} domains per "
+            f"update, this run's holds {schedule.domains_per_probe}; resume with the probe it was written with "
+            "(mixture.probe_budget=null: every domain, as before bounded probes)")
 
 
 # ---- training loader --------------------------------------------------------------------------------------
@@ -417,9 +426,10 @@ class PerDomainSampler:
         _check_config(
             sd,
             {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size, "seq_len": self.seq_len,
-             "domain_lengths": self._lengths.tolist(), "domains_per_probe": self.schedule.domains_per_probe},
+             "domain_lengths": self._lengths.tolist()},
             "per-domain sampler",
         )
+        _check_probe_schedule(sd, self.schedule)
         for key in ("rng", "num_calls"):
             if key not in sd:
                 raise TandemError(f"per-domain sampler state_dict: missing key {key!r}")

@@ -32,6 +32,7 @@ from tandem_components.data.loader import (
     ProbeSchedule,
     _check_config,
     _check_int,
+    _check_probe_schedule,
     _check_rank,
     _make_rng,
     _rng_state,
@@ -232,8 +233,8 @@ class PerCategorySampler:
 
     def load_state_dict(self, sd: dict) -> None:
         _check_config(sd, {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size,
-                           "seq_len": self.seq_len, "domain_lengths": self._sizes.tolist(),
-                           "domains_per_probe": self.schedule.domains_per_probe}, "per-category sampler")
+                           "seq_len": self.seq_len, "domain_lengths": self._sizes.tolist()}, "per-category sampler")
+        _check_probe_schedule(sd, self.schedule)
         _set_rng_state(self._rng, sd["rng"])
         self._num_calls = int(sd["num_calls"])
 
