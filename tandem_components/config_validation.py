@@ -142,8 +142,8 @@ SCHEMA: dict[str, Any] = {
         # the same α on 1 or 8 GPUs
         "probe_seqs_per_domain": Key(int, minimum=1),  # sequences of each probed domain in Δ's probe batch
         # global sequences in Δ's probe batch per update, whatever M (default: 2 x data.batch_size,
-        # loader.DEFAULT_PROBE_BUDGET_BATCHES): budget // probe_seqs_per_domain domains per update, in turns
-        # (loader.ProbeSchedule); null: every domain at every update (a cost that grows with M)
+        # data.loader.DEFAULT_PROBE_BUDGET_BATCHES): budget // probe_seqs_per_domain domains per update, in turns
+        # (data.loader.ProbeSchedule); null: every domain at every update (a cost that grows with M)
         "probe_budget": Key(int, nullable=True, minimum=1),
         "val_batch_size": Key(int, minimum=1),  # validation rows per reference / DoGE step (default batch_size)
         "target_weights": Key((str, dict), nullable=True),

@@ -1,6 +1,6 @@
 """The α-weighted SFT loader: where the SFT recipe reads α. Samples EXAMPLES by task category.
 
-Same interface as ``loader.WeightedDomainLoader`` (a ``torchdata.nodes.BaseNode`` returning
+Same interface as ``data.loader.WeightedDomainLoader`` (a ``torchdata.nodes.BaseNode`` returning
 ``batch.Batch`` with ``domain_ids`` = category ids; ``set_weights``, ``epochs_seen``, exact
 ``state_dict`` / ``load_state_dict``, rank/world-size slicing of one global batch), but the unit is an
 example, not a window, and examples are revisited:
@@ -194,7 +194,7 @@ class WeightedExampleLoader(AlphaSampling, BaseNode[Batch]):
 class PerCategorySampler:
     """``per_domain`` random examples of every probed category (paired probe batches for Δ), grouped by
     category (``domain_ids`` = [c0]*k + [c1]*k + ...), one example per row, padded to the longest row.
-    Which categories: all of them, or ``domains_per_probe`` in turns (``loader.ProbeSchedule``)."""
+    Which categories: all of them, or ``domains_per_probe`` in turns (``data.loader.ProbeSchedule``)."""
 
     def __init__(self, categories, per_domain: int, seq_len: int, seed: int, rank: int = 0, world_size: int = 1,
                  pad_id: int = 0, domains_per_probe: int | None = None):

@@ -73,7 +73,7 @@ class DoGEEstimator(PerDomainSignalEstimator):
         proxy: the proxy u being trained. Its gradients are computed and discarded; its ``.grad`` is
             restored afterwards, its optimizer is never called.
         num_domains: M.
-        val_batches: returns the next validation batch (a ``loader.Batch`` on the proxy's device), one
+        val_batches: returns the next validation batch (a ``data.Batch`` on the proxy's device), one
             per ``delta`` call. It is drawn here, not by the recipe's probing loop, hence
             ``uses_validation_batches = False``; its sampler's state is the caller's to checkpoint.
         forward: ``(model, batch, M) -> DomainLosses``; ``.mean`` is what is differentiated.

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 
 def model_token_losses(model: nn.Module, batch) -> torch.Tensor:
-    """(B, T) float32 per-token cross-entropy of ``batch`` (a ``loader.Batch``); 0 at ignored labels."""
+    """(B, T) float32 per-token cross-entropy of ``batch`` (a ``data.Batch``); 0 at ignored labels."""
     return per_token_loss(model(batch.tokens), batch.labels)
 
 
