@@ -141,7 +141,11 @@ def torchtune_rates(log_dir: Path, skip: int) -> list[float]:
 
 
 def ours_rates(log_dir: Path, skip: int, tokens_per_step: int) -> list[float]:
-    elapsed = bc.recipe_elapsed(log_dir, tokens_per_step)
+    return rates_between_logged_steps(bc.recipe_elapsed(log_dir, tokens_per_step), skip, tokens_per_step)
+
+
+def rates_between_logged_steps(elapsed: dict[int, float], skip: int, tokens_per_step: int) -> list[float]:
+    """tokens/s between consecutive logged steps from ``skip`` on (``elapsed``: bench_common.recipe_elapsed)."""
     steps = sorted(elapsed)
     return [tokens_per_step * (b - a) / (elapsed[b] - elapsed[a]) for a, b in itertools.pairwise(steps) if a >= skip]
 

@@ -49,23 +49,26 @@ COMMON = ["mixture.episode_len=20", "mixture.probe_steps=5", "mixture.probe_seqs
           "log_every_n_steps=20", "lr_scheduler.warmup_steps=5"]
 
 
-def _variants(budgets: list[int], probe_seqs: list[int], full: bool) -> dict[str, list[str]]:
-    variants = {"fixed": ["mixture.learner=fixed", "mixture.weights=uniform"]}
-    for p in probe_seqs if full else []:
-        variants[f"tandem_full_p{p}"] = ["mixture.learner=tandem", "mixture.probe_budget=null",
-                                         f"mixture.probe_seqs_per_domain={p}"]
-    for b in budgets:
-        for p in probe_seqs:
-            variants[f"tandem_b{b}_p{p}"] = ["mixture.learner=tandem", f"mixture.probe_budget={b}",
-                                             f"mixture.probe_seqs_per_domain={p}"]
-    return variants
+def _probes(budgets: list[int], probe_seqs: list[int], full: bool) -> dict[str, tuple[int | None, int]]:
+    """TANDEM's variants: name -> (probe budget, None for every domain; sequences per probed domain)."""
+    probes = {f"tandem_full_p{p}": (None, p) for p in (probe_seqs if full else [])}
+    probes.update({f"tandem_b{b}_p{p}": (b, p) for b in budgets for p in probe_seqs})
+    return probes
 
 
-def _probe(name: str, m: int) -> tuple[int, int]:
-    """(sequences per update, updates within which every domain is re-measured) of a variant at M = m."""
-    budget, per_domain = name.removeprefix("tandem_").split("_")
-    per_domain = int(per_domain[1:])
-    d = domains_per_probe(m, per_domain, None if budget == "full" else int(budget[1:]))
+def _overrides(probe: tuple[int | None, int] | None) -> list[str]:
+    """A variant's overrides: the uniform fixed mixture (``probe`` None), or TANDEM with that probe."""
+    if probe is None:
+        return ["mixture.learner=fixed", "mixture.weights=uniform"]
+    budget, per_domain = probe
+    return ["mixture.learner=tandem", f"mixture.probe_budget={'null' if budget is None else budget}",
+            f"mixture.probe_seqs_per_domain={per_domain}"]
+
+
+def _probe_size(probe: tuple[int | None, int], m: int) -> tuple[int, int]:
+    """(sequences per update, updates within which every domain is re-measured) of a probe at M = m."""
+    budget, per_domain = probe
+    d = domains_per_probe(m, per_domain, budget)
     return d * per_domain, -(-m // d)
 
 
@@ -87,7 +90,7 @@ def main() -> int:
     out = bc.REPO_ROOT / args.out
     budgets = [int(b) for b in args.budgets.split(",") if b]
     probe_seqs = [int(p) for p in args.probe_seqs.split(",") if p]
-    variants = _variants(budgets, probe_seqs, full=not args.no_full)
+    variants = {"fixed": None, **_probes(budgets, probe_seqs, full=not args.no_full)}
     shards = {}
     for m, parts in PARTS.items():
         shards[m] = bc.REPO_ROOT / SHARDS if parts == 1 else out / f"shards_m{m}"
@@ -101,7 +104,7 @@ def main() -> int:
             for name in order:
                 run_dir = out / "runs" / f"m{m}" / name / f"repeat{r}"
                 summary = bc.run_recipe_in_process(
-                    CONFIG, *COMMON, *variants[name], f"data.shards={shards[m]}", f"max_steps={args.steps}",
+                    CONFIG, *COMMON, *_overrides(variants[name]), f"data.shards={shards[m]}", f"max_steps={args.steps}",
                     f"mixture.min_weight={0.07 / m:.6g}",  # the tiny config's floor, 0.07 in all, spread over M
                     f"output_dir={run_dir.relative_to(bc.REPO_ROOT)}")
                 row = {"wall_time_s": summary["wall_time_s"]}
@@ -119,7 +122,7 @@ def main() -> int:
             ratio = bc.spread([row["wall_time_s"] / f for row, f in zip(rows, fixed)])
             agreement = bc.spread([row["delta_agreement"] for row in rows])
             ratios[f"m{m}/{name}"] = {"ratio": ratio, "delta_agreement": agreement}
-            seqs, bound = _probe(name, m)
+            seqs, bound = _probe_size(variants[name], m)
             shown = bc.fmt(agreement, 2) if bound == 1 else "as full at the same P"
             table.append(f"| {m} | {name} | {seqs} | {bound} | {bc.fmt(ratio)} | {shown} |")
     text = "\n".join(table)

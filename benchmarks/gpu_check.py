@@ -42,7 +42,7 @@ except ImportError:  # imported as benchmarks.bench_x
 
 import torch
 
-from benchmarks.bench_hot_loop import ours_rates, torchtune_rates, write_torchtune_setup
+from benchmarks.bench_hot_loop import rates_between_logged_steps, torchtune_rates, write_torchtune_setup
 from benchmarks.bench_overhead import measure_units
 from tandem_components.training.cost_model import (
     H100_BF16_PEAK_FLOPS,
@@ -70,7 +70,7 @@ RUNS = {
 }
 
 
-def _run(name: str, setup: dict, base: list[str], out: Path) -> dict:
+def _run(name: str, setup: dict, base: list[str], tokens_per_step: int, out: Path) -> dict:
     """One real recipe run in this process: tokens/s and seconds after ``skip`` steps (from its log), peak
     GPU memory."""
     cuda = torch.cuda.is_available() and "device=cuda" in base
@@ -80,16 +80,14 @@ def _run(name: str, setup: dict, base: list[str], out: Path) -> dict:
     run_dir = out / name
     summary = bc.run_recipe_in_process(setup["config"], *base, *RUNS[name], f"max_steps={setup['steps']}",
                                        f"output_dir={os.path.relpath(run_dir, bc.REPO_ROOT)}")
-    cfg = bc.load_config(setup["config"], *base)
-    tokens_per_step = int(cfg.data.batch_size) * int(cfg.data.seq_len)
     elapsed = bc.recipe_elapsed(run_dir / "logs", tokens_per_step)
-    return {"tokens_per_s": statistics.median(ours_rates(run_dir / "logs", setup["skip"], tokens_per_step)),
+    rates = rates_between_logged_steps(elapsed, setup["skip"], tokens_per_step)
+    return {"tokens_per_s": statistics.median(rates),
             "steady_s": elapsed[setup["steps"]] - elapsed[setup["skip"]], "wall_time_s": summary["wall_time_s"],
             "peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None}
 
 
-def _torchtune(setup: dict, base: list[str], out: Path, smoke: bool) -> float:
-    cfg = bc.load_config(setup["config"], *base)
+def _torchtune(setup: dict, base: list[str], cfg, out: Path, smoke: bool) -> float:
     tt_config = write_torchtune_setup(out / "torchtune", setup["steps"], setup["config"], tuple(base),
                                       device=str(cfg.device), dtype=str(cfg.dtype), compile=True)
     env = {**bc.tune_env(), **({"TORCH_COMPILE_BACKEND": "eager"} if smoke else {})}
@@ -114,11 +112,11 @@ def check(out: Path, smoke: bool, shards: str | None) -> dict:
     per_token = decoder_flops_per_token(m.vocab_size, m.num_layers, m.num_heads, m.num_kv_heads, m.embed_dim, t,
                                         m.get("intermediate_dim"))
     start = time.perf_counter()
-    runs = {name: _run(name, setup, base, out) for name in RUNS}
+    runs = {name: _run(name, setup, base, int(cfg.data.batch_size) * t, out) for name in RUNS}
     units = measure_units(setup["config"], [*base, "compile=true"], samples=3)
     steady_steps = setup["steps"] - setup["skip"]
     predicted = predict_stage1_time(units, steady_steps, 20, 5)
-    torchtune_tps = _torchtune(setup, base, out, smoke)
+    torchtune_tps = _torchtune(setup, base, cfg, out, smoke)
     fixed, tandem = runs["fixed_bf16_compile"], runs["tandem_bf16_compile"]
     figures = {
         "proxy_tokens_per_s_bf16_compile": fixed["tokens_per_s"],

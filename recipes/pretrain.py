@@ -86,12 +86,14 @@ class PretrainRecipe:
         mix = cfg.mixture
         self.learner = mix.learner
         self.episode_len = int(mix.get("episode_len", 1))  # E
+        self.probe_seqs_per_domain = int(mix.get("probe_seqs_per_domain", 8))  # P (global) per probed domain
         self.probe_steps = int(mix.get("probe_steps", 1))  # K
         self.delta_scale = mix.get("delta_scale", "none")  # lr: Δ / (mean lr of its K steps / peak lr)
         # The batch keys are GLOBAL sizes (all ranks together): the same config learns the same α on 1 or
         # 8 GPUs. Each rank takes an equal share (config validation checked the division).
         self.global_batch_size = int(cfg.data.batch_size)
         self.batch_size = self.per_rank(self.global_batch_size)
+        self.probe_budget = probe_budget(mix, self.global_batch_size)  # global sequences per probe (None: all M)
         self.seq_len = int(cfg.data.seq_len)
         self.clip_grad_norm = cfg.get("clip_grad_norm", None)
         self.log_every = int(cfg.get("log_every_n_steps", 10))
@@ -119,7 +121,7 @@ class PretrainRecipe:
         self._setup_models()
         self._setup_loaders()
         if self.probe_sampler is not None and is_main_process():
-            self._log_probe(self.probe_sampler.schedule, int(self.cfg.mixture.get("probe_seqs_per_domain", 8)))
+            self._log_probe(self.probe_sampler.schedule)
         # not the world size: the batch keys are global, so a checkpoint resumes on any number of ranks
         self.fingerprint = config_fingerprint(self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256})
         self.v1_fingerprint = config_fingerprint(  # what a single-process checkpoint of format v1 recorded
@@ -250,18 +252,19 @@ class PretrainRecipe:
                 self.seq_len, seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
             )
             self.probe_sampler = PerDomainSampler(
-                self.train_tokens, self.per_rank(int(cfg.mixture.get("probe_seqs_per_domain", 8))), self.seq_len,
+                self.train_tokens, self.per_rank(self.probe_seqs_per_domain), self.seq_len,
                 seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
                 domains_per_probe=self.domains_per_probe(),
             )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
 
-    def _log_probe(self, schedule, per_domain: int) -> None:
+    def _log_probe(self, schedule) -> None:
         """Δ's probe and its bound, and a warning when a bounded probe would measure each domain only a few
         times in the whole run (many domains, a small budget, a short run)."""
-        log.info(f"Δ's probe: {schedule.domains_per_probe} of {schedule.num_domains} domains x {per_domain} "
-                 f"sequences per update; every domain re-measured within {schedule.bound} update(s)")
+        log.info(f"Δ's probe: {schedule.domains_per_probe} of {schedule.num_domains} domains x "
+                 f"{self.probe_seqs_per_domain} sequences per update; every domain re-measured within "
+                 f"{schedule.bound} update(s)")
         updates = -(-self.max_steps // self.episode_len)
         if schedule.bound > 1 and updates < 3 * schedule.bound:
             log.warning(f"mixture.probe_budget: each domain's Δ is measured only about {updates // schedule.bound} "
@@ -270,8 +273,7 @@ class PretrainRecipe:
 
     def domains_per_probe(self) -> int:
         """D: the domains Δ's probe holds per update (all M, or those ``mixture.probe_budget`` holds, in turns)."""
-        per_domain = int(self.cfg.mixture.get("probe_seqs_per_domain", 8))
-        return domains_per_probe(len(self.domains), per_domain, probe_budget(self.cfg.mixture, self.global_batch_size))
+        return domains_per_probe(len(self.domains), self.probe_seqs_per_domain, self.probe_budget)
 
     # ------------------------------------------------------------ checkpoints
     def _training_state(self) -> dict:
@@ -498,8 +500,7 @@ class PretrainRecipe:
             "episode_len": self.episode_len, "probe_steps": self.probe_steps,
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing,
-            "probe_seqs_per_domain": int(cfg.mixture.get("probe_seqs_per_domain", 8)),
-            "probe_budget": probe_budget(cfg.mixture, self.global_batch_size),
+            "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),
             "batch_size": self.global_batch_size, "seq_len": self.seq_len, "world_size": self.world_size,

@@ -221,7 +221,7 @@ class SFTRecipe(PretrainRecipe):
                 "val", target, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
                 self.seed + 1)
             self.probe_sampler = PerCategorySampler(
-                self.examples["train"], self.per_rank(int(cfg.mixture.get("probe_seqs_per_domain", 8))),
+                self.examples["train"], self.per_rank(self.probe_seqs_per_domain),
                 self.seq_len, seed=self.seed + 2, rank=self.rank, world_size=self.world_size, pad_id=self.pad_id,
                 domains_per_probe=self.domains_per_probe(),
             )
