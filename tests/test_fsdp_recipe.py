@@ -29,8 +29,10 @@ def _alpha_rows(out):
     return [json.loads(line)["alpha"] for line in (out / "mixture_trajectory.jsonl").read_text().splitlines()]
 
 
-#: the batch keys are global sizes: the same values on 1 and 2 ranks (each rank takes half)
-GLOBAL_BATCH = ["data.batch_size=8", "mixture.val_batch_size=8", "mixture.probe_seqs_per_domain=4"]
+#: the batch keys are global sizes: the same values on 1 and 2 ranks (each rank takes half); a bounded probe
+#: (2 domains of 4 sequences per update, in turns) so that its schedule is the same on both
+GLOBAL_BATCH = ["data.batch_size=8", "mixture.val_batch_size=8", "mixture.probe_seqs_per_domain=4",
+                "mixture.probe_budget=8"]
 
 
 def _two_ranks_then_one(recipe: str, config: str, common: list[str], tmp_path, eval_file: str):

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 STAGE1 = "configs/pretrain/tiny_stage1.yaml"
 TWO = ["--nproc_per_node", "2"]
 RUN = [*TINY, "max_steps=40", "mixture.episode_len=5", "mixture.probe_steps=2", "checkpoint.every_n_steps=5",
-       "mixture.probe_seqs_per_domain=4", "mixture.val_batch_size=8", "mixture.delta_scale=none"]
+       "mixture.probe_seqs_per_domain=4", "mixture.probe_budget=8", "mixture.val_batch_size=8",
+       "mixture.delta_scale=none"]  # a bounded probe: its turns resume across world sizes too
 
 
 def _rows(out) -> list[dict]:
