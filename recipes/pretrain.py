@@ -45,7 +45,6 @@ from tandem_components.atomic import atomic_write_text
 from tandem_components.config_validation import checkpoint_dir, validate_pretrain_config
 from tandem_components.data import (
     PerDomainSampler, ShardedCorpus, WeightedDomainLoader, domains_per_probe, eval_windows, probe_budget,
-    upgrade_v1_state,
 )
 from tandem_components.distributed import (
     barrier, full_state_dict, init_distributed_if_launched, is_main_process, launched_world_size, local_device,
@@ -55,14 +54,14 @@ from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
 from tandem_components.estimators.doremi import freeze
 from tandem_components.mixture import (
-    MixtureState, named_or_mapping_weights, plot_mixture_trajectory, resolve_initial_weights,
+    MixtureState, convergence, named_or_mapping_weights, plot_mixture_trajectory, resolve_initial_weights,
     resolve_target_weights, write_mixture_export,
 )
 from tandem_components.models import export_hf_llama, load_model_weights, save_model_weights
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
 from tandem_components.training import (
     build_twins, config_fingerprint, evaluate_per_domain, find_latest_checkpoint, get_sharded_state,
-    load_full_state, load_training_checkpoint, model_chunked_domain_losses, model_domain_losses, restore_rng_state,
+    load_training_checkpoint, model_chunked_domain_losses, model_domain_losses, restore_rng_state,
     save_training_checkpoint, set_sharded_state, truncate_trajectory,
 )
 
@@ -124,8 +123,6 @@ class PretrainRecipe:
             self._log_probe(self.probe_sampler.schedule)
         # not the world size: the batch keys are global, so a checkpoint resumes on any number of ranks
         self.fingerprint = config_fingerprint(self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256})
-        self.v1_fingerprint = config_fingerprint(  # what a single-process checkpoint of format v1 recorded
-            self.cfg, extra={"corpus_index_sha256": self.corpus.index_sha256, "world_size": 1})
         if self.cfg.get("resume"):
             self._load_checkpoint()  # before anything is written: a refused checkpoint changes nothing
         self.metric_logger = config.instantiate(self.cfg.metric_logger) if is_main_process() else None
@@ -149,6 +146,7 @@ class PretrainRecipe:
             update=mix.get("update", "projected_gradient"),
             min_weight=float(mix.get("min_weight", 0.0)),
             smoothing=float(mix.get("smoothing", 0.0)),
+            momentum=float(mix.get("momentum", 0.0)),
         )
 
     def _build_model(self) -> torch.nn.Module:
@@ -187,18 +185,19 @@ class PretrainRecipe:
         self.lr_scheduler = self._make_lr_scheduler(self.optimizer, self.max_steps)
 
         gamma = float(cfg.mixture.get("gamma", 1.0))
+        carry = cfg.mixture.get("carry_delta", "neutral")  # what a domain absent from Δ's probe contributes
         if self.learner == "tandem":
             self.estimator = TandemEstimator(
                 self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward,
                 probe_micro_batch=self.batch_size, reference_step=cfg.mixture.get("reference_step", "split"),
-                validation_weight=float(cfg.mixture.get("validation_weight", 1.0)),
+                validation_weight=float(cfg.mixture.get("validation_weight", 1.0)), carry=carry,
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,
-                                             reference_path=str(self.doremi_reference_path))
+                                             reference_path=str(self.doremi_reference_path), carry=carry)
         elif self.learner == "doge":
             self.estimator = DoGEEstimator(self.model, m, val_batches=lambda: next(self.val_iter).to(self.device),
-                                           forward=self.forward)
+                                           forward=self.forward, carry=carry)
         else:
             self.estimator = FixedEstimator(m)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -309,17 +308,8 @@ class PretrainRecipe:
         path = find_latest_checkpoint(self.checkpoint_dir) if resume is True else Path(resume)
         parts = self._stateful_models()
         sharded = get_sharded_state(parts)
-        ck = load_training_checkpoint(path, self.fingerprint, domains=self.domains, sharded=sharded,
-                                      v1_fingerprint=self.v1_fingerprint)
-        if ck["sharded"]:  # DCP filled `sharded`, resharded to this run's ranks
-            set_sharded_state(parts, sharded)
-        else:  # format v1 (one process, full state dicts): read once, the next checkpoint is sharded
-            if is_main_process():
-                log.warning(f"{path}: a single-process checkpoint (format v1), read once; the checkpoints this "
-                            "run writes are sharded (format v2) and resume on any number of ranks")
-            load_full_state(parts, {"model": (ck["model"], ck["optimizer"]),
-                                    "reference": (ck.get("reference_model"), ck.get("reference_optimizer"))})
-            ck.update({k: upgrade_v1_state(ck[k]) for k in ("train_loader", "val_loader", "probe_sampler") if k in ck})
+        ck = load_training_checkpoint(path, self.fingerprint, domains=self.domains, sharded=sharded)
+        set_sharded_state(parts, sharded)  # DCP filled `sharded`, resharded to this run's ranks
         self.lr_scheduler.load_state_dict(ck["lr_scheduler"])
         self.mixture.load_state_dict(ck["mixture"])
         self.estimator.load_state_dict(ck["estimator"])
@@ -370,21 +360,21 @@ class PretrainRecipe:
         """Δ on a paired probe batch, then one α step; the loader follows from the next batch on."""
         probe = self.probe_sampler.sample().to(self.device)
         distance = self.twins.parameter_distance() if self.twins is not None else 0.0
-        delta = self.estimator.delta(probe)
+        scale = self._delta_scale(step)  # this measurement's factor: a carried Δ keeps its own (estimators/base.py)
+        delta = self.estimator.delta(probe, scale)
         if not bool(torch.isfinite(delta).all()):  # Δ comes from all-reduced sums: every rank sees it
             raise TandemError(
                 f"Δ is not finite at step {step} ({delta.tolist()}): a twin's probe loss diverged; stopped. Last "
                 f"good checkpoint: {find_latest_checkpoint(self.checkpoint_dir) or 'none (set checkpoint.every_n_steps)'}; "
                 "try a lower optimizer.lr or clip_grad_norm", every_rank=True,
             )
-        scale = self._delta_scale(step)
-        delta = delta * scale
         alpha = self.mixture.step(delta, at_step=step)
         self.train_loader.set_weights(alpha)
         row = {
             "update": self.mixture.num_updates, "step": step,
             "alpha": dict(zip(self.domains, alpha.tolist())), "delta": dict(zip(self.domains, delta.tolist())),
             "twin_distance": distance, "delta_scale": scale,  # and Δ's noise (NaN, not measurable: null)
+            "measured": [d for d, p in zip(self.domains, getattr(self.estimator, "present", [])) if p],
             **{k: None if math.isnan(v) else v for k, v in self.estimator.diagnostics().items()},
         }
         if is_main_process():
@@ -499,7 +489,8 @@ class PretrainRecipe:
         hyper = {
             "episode_len": self.episode_len, "probe_steps": self.probe_steps,
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
-            "smoothing": self.mixture.smoothing,
+            "smoothing": self.mixture.smoothing, "momentum": self.mixture.momentum,
+            "carry_delta": getattr(self.estimator, "carry", None),
             "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),
@@ -528,7 +519,14 @@ class PretrainRecipe:
             "mean_test_ppl": self.final_test.mean_perplexity, "steps": self.max_steps,
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
             "average_alpha": dict(zip(self.domains, self.mixture.average(self.max_steps).tolist())),
+            **({"convergence": self._convergence().as_dict()} if self.estimator.updates_mixture else {}),
         }
+
+    def _convergence(self):
+        """How settled α's trajectory is (mixture/convergence.py): largest per-update move after the lr
+        warmup, and the L1 path over the net change."""
+        warmup = int(self.cfg.get("lr_scheduler", {}).get("warmup_steps", 0))
+        return convergence(self.mixture.history, self.mixture.update_steps, warmup_steps=warmup)
 
     def _write_outputs(self) -> None:
         out = self.output_dir
@@ -543,6 +541,7 @@ class PretrainRecipe:
             plot = plot_mixture_trajectory(
                 [0] + [row["step"] for row in rows], [a.tolist() for a in self.mixture.history], self.domains,
                 out / "mixture_trajectory.png", title=f"{self.learner}: mixture weights over training",
+                average=self.mixture.average(self.max_steps).tolist(),
             )
         json_path, csv_path = self.final_eval.write(out)
         test_json, test_csv = self.final_test.write(out, stem="eval_test")
@@ -554,6 +553,8 @@ class PretrainRecipe:
         print("\nMixture (last / trajectory average):")
         for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
+        if self.estimator.updates_mixture:
+            print(f"Convergence of α: {self._convergence().format()}")
         print(
             f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {trajectory or 'none (fixed mixture)'}\n"
             f"  plot            {plot or 'none (fixed mixture)'}\n  eval (val)      {json_path}, {csv_path}\n"

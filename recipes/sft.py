@@ -36,21 +36,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from tandem_components.atomic import atomic_write_text
-from tandem_components.config_validation import SCHEMA, Component, Key, validate_pretrain_config
+from tandem_components.config_validation import SFT_SPLITS as SPLITS, TRAIN_EXAMPLES, validate_sft_config
 from tandem_components.data import (
-    PerCategorySampler, WeightedExampleLoader, chat_format, check_source, eval_example_batches, load_category,
+    PerCategorySampler, WeightedExampleLoader, chat_format, eval_example_batches, load_category,
     resolve_files, subset_examples, tokenize_category, tokenize_example, tokenizer_sha256,
 )
 from tandem_components.distributed import broadcast_int, is_main_process, launched_world_size
 from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.estimators import LEARNERS
 from tandem_components.mixture import named_or_mapping_weights, resolve_target_weights
 from tandem_components.models import load_model_weights
 from tandem_components.torchtune_api import config, get_logger
@@ -62,79 +60,8 @@ else:  # a copy run from its own folder: `tune run sft.py ...`, `python sft.py .
     from pretrain import PretrainRecipe
 
 log = get_logger("INFO")
-SPLITS = ("train", "val", "test")
-#: optional key of a category: use only this many of its training examples (``sft_data.subset_examples``)
-TRAIN_EXAMPLES = "train_examples"
 #: model components that load pretrained weights themselves (pretrained_weights: null is not "from scratch")
 SELF_LOADING_MODELS = ("tandem_components.models.hf_llama",)
-
-#: the SFT recipe's keys: the pretraining SCHEMA with an SFT ``data`` and ``eval`` section, a tokenizer
-#: component and optional starting weights from a tandem-pretrained model.
-SFT_SCHEMA: dict[str, Any] = {
-    **SCHEMA,
-    "tokenizer": Component(),  # e.g. tandem_components.data.tandem_tokenizer with path: tokenizer.json
-    # a tandem model.safetensors to start from; must be given: null (from scratch) only when said explicitly
-    "pretrained_weights": Key(str, nullable=True),
-    "model": Component(needs=("max_seq_len",)),
-    "data": {
-        "categories": Key(dict, required=True),  # name -> {train: src, val: src, test: src[, train_examples: n]}
-        "prompt_field": Key(str),
-        "response_field": Key(str),
-        "chat_format": Key(str, choices=("tandem", "chatml")),
-        "system_prompt": Key(str, nullable=True),
-        "seq_len": Key(int, required=True, minimum=2),  # the most input tokens of one example / row
-        "batch_size": Key(int, required=True, minimum=1),  # global: rows per step over all ranks (each rank: batch_size / ranks)
-        "packing": Key(bool),  # false: one example per row, padded; true: rows packed to seq_len
-    },
-    "eval": {
-        "every_n_steps": Key(int, nullable=True, minimum=0),
-        "examples_per_category": Key(int, required=True, minimum=1),  # test examples for the loss
-        "batch_size": Key(int, required=True, minimum=1),  # examples per forward pass on each rank
-        "generate_per_category": Key(int, minimum=0),  # test prompts decoded for the task metric
-        "max_new_tokens": Key(int, minimum=1),
-        "exact_match_categories": Key(list),  # categories scored by exact match of the final number
-    },
-}
-
-
-def validate_sft_config(cfg: DictConfig, world_size: int = 1) -> None:
-    """Every key, relation and data source of an SFT config, before any work; one-line TandemError."""
-    validate_pretrain_config(
-        cfg, world_size, schema=SFT_SCHEMA, check_data=_check_sft_data,
-        required_sections=("data", "model", "optimizer", "mixture", "eval", "metric_logger", "tokenizer"),
-    )
-
-
-def _check_sft_data(raw: dict[str, Any]) -> None:
-    """The SFT data sources and the mixture keys against the categories (instead of token shards)."""
-    categories = raw["data"]["categories"]
-    if not categories:
-        raise TandemError("data.categories: expected at least one category {name: {train, val, test}}")
-    for name, sources in categories.items():
-        if not isinstance(sources, dict) or set(sources) - {TRAIN_EXAMPLES} != set(SPLITS):
-            got = sorted(sources) if isinstance(sources, dict) else sources
-            raise TandemError(f"data.categories.{name}: expected the sources of train, val and test "
-                              f"(and optionally {TRAIN_EXAMPLES}), got {got}")
-        for split in SPLITS:
-            check_source(name, split, sources[split])
-    for name in raw["eval"].get("exact_match_categories") or []:
-        if name not in categories:
-            raise TandemError(f"eval.exact_match_categories: {name!r} is not a category ({sorted(categories)})")
-    mix = raw["mixture"]
-    # unimax needs the categories' example counts: the recipe checks it once the data is read
-    if isinstance(mix.get("weights"), dict) or mix.get("weights") in ("uniform", "natural", "temperature"):
-        named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights",
-                                 temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
-    if LEARNERS[mix["learner"]].uses_validation_batches:
-        resolve_target_weights(mix.get("target_weights"), list(categories))
-    if "pretrained_weights" not in raw:
-        raise TandemError("pretrained_weights: missing; give a tandem model.safetensors (the tiny configs' base: "
-                          "make sft-base) or pretrained_weights=null to fine-tune from scratch")
-    weights = raw["pretrained_weights"]
-    if weights and not Path(weights).is_file():
-        raise TandemError(f"pretrained_weights: {weights} not found (a tandem model.safetensors; the tiny configs' "
-                          "base is built by make sft-base; pretrained_weights=null fine-tunes from scratch)")
-
 
 @dataclass
 class SFTData:

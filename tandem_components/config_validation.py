@@ -1,7 +1,9 @@
-"""Check a pretraining config (``recipes/pretrain.py``) completely, before any work is done.
+"""Check a recipe's config completely, before any work is done.
 
     python -m tandem_components.config_validation configs/pretrain/tiny_stage1.yaml [key=value ...] [--world-size N]
+        [--recipe pretrain|data_restricted|sft]
 
+checks it with its recipe's keys (``--recipe``, or read from the config: ``recipe_of``; ``VALIDATORS``),
 prints ``config OK`` or the one-line error and exits 2. The recipe calls ``validate_pretrain_config(cfg,
 world_size)`` first thing, so a typo costs seconds and no file is written.
 
@@ -49,13 +51,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tandem_components.data.corpus_sources import check_source
 from tandem_components.data.shards import ShardedCorpus
 from tandem_components.data.tokenizer import tokenizer_sha256
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
-from tandem_components.estimators import LEARNERS
+from tandem_components.estimators import CARRY_MODES, LEARNERS
 from tandem_components.estimators.tandem import DELTA_SCALES, REFERENCE_STEPS
 from tandem_components.mixture.export import WHICH
-from tandem_components.mixture.named import resolve_initial_weights, resolve_target_weights
+from tandem_components.mixture.named import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
 from tandem_components.mixture.state import UPDATES
 from tandem_components.training.state import MANIFEST_NAME, find_latest_checkpoint
 
@@ -138,6 +141,9 @@ SCHEMA: dict[str, Any] = {
         "update": Key(str, choices=UPDATES),
         "min_weight": Key(NUMBER, minimum=0),
         "smoothing": Key(NUMBER, minimum=0),  # eps in α <- (1 - eps) α + eps / M (DoReMi's c), < 1
+        "momentum": Key(NUMBER, minimum=0),  # β of the average of Δ that α steps with (0: the last Δ), < 1
+        # what a domain absent from a bounded probe contributes: neutral (each measurement moves α once) | last
+        "carry_delta": Key(str, choices=CARRY_MODES),
         # global, like data.batch_size (each divisible by the number of ranks): the same config learns
         # the same α on 1 or 8 GPUs
         "probe_seqs_per_domain": Key(int, minimum=1),  # sequences of each probed domain in Δ's probe batch
@@ -178,6 +184,38 @@ DATA_RESTRICTED_SCHEMA: dict[str, Any] = {
 }
 #: sections that must be present
 REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_logger")
+
+#: recipes/sft.py: the splits every category names, and a category's optional key that keeps only this many
+#: of its training examples (``data.sft_data.subset_examples``)
+SFT_SPLITS = ("train", "val", "test")
+TRAIN_EXAMPLES = "train_examples"
+#: the SFT recipe's keys: the pretraining SCHEMA with an SFT ``data`` and ``eval`` section, a tokenizer
+#: component and optional starting weights from a tandem-pretrained model.
+SFT_SCHEMA: dict[str, Any] = {
+    **SCHEMA,
+    "tokenizer": Component(),  # e.g. tandem_components.data.tandem_tokenizer with path: tokenizer.json
+    # a tandem model.safetensors to start from; must be given: null (from scratch) only when said explicitly
+    "pretrained_weights": Key(str, nullable=True),
+    "model": Component(needs=("max_seq_len",)),
+    "data": {
+        "categories": Key(dict, required=True),  # name -> {train: src, val: src, test: src[, train_examples: n]}
+        "prompt_field": Key(str),
+        "response_field": Key(str),
+        "chat_format": Key(str, choices=("tandem", "chatml")),
+        "system_prompt": Key(str, nullable=True),
+        "seq_len": Key(int, required=True, minimum=2),  # the most input tokens of one example / row
+        "batch_size": Key(int, required=True, minimum=1),  # global: rows per step over all ranks (each rank: batch_size / ranks)
+        "packing": Key(bool),  # false: one example per row, padded; true: rows packed to seq_len
+    },
+    "eval": {
+        "every_n_steps": Key(int, nullable=True, minimum=0),
+        "examples_per_category": Key(int, required=True, minimum=1),  # test examples for the loss
+        "batch_size": Key(int, required=True, minimum=1),  # examples per forward pass on each rank
+        "generate_per_category": Key(int, minimum=0),  # test prompts decoded for the task metric
+        "max_new_tokens": Key(int, minimum=1),
+        "exact_match_categories": Key(list),  # categories scored by exact match of the final number
+    },
+}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -414,6 +452,8 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
                           f"mixture.probe_seqs_per_domain={per_domain}; use at least {per_domain}")
     if mix.get("smoothing", 0) >= 1:
         raise TandemError(f"mixture.smoothing: expected 0 <= smoothing < 1, got {mix['smoothing']!r}")
+    if mix.get("momentum", 0) >= 1:
+        raise TandemError(f"mixture.momentum: expected 0 <= momentum < 1, got {mix['momentum']!r}")
     if raw.get("fsdp_cpu_offload") and world_size == 1:
         raise TandemError("fsdp_cpu_offload: needs FSDP2, i.e. more than one rank (tune run --nproc_per_node N)")
     if mix["learner"] == "fixed" and mix.get("weights_from") is None and "weights" not in mix:
@@ -535,17 +575,84 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# the SFT recipe: categories of prompt/response examples instead of token shards
+
+
+def validate_sft_config(cfg: DictConfig, world_size: int = 1) -> None:
+    """Every key, relation and data source of an SFT config, before any work; one-line TandemError."""
+    validate_pretrain_config(
+        cfg, world_size, schema=SFT_SCHEMA, check_data=_check_sft_data,
+        required_sections=("data", "model", "optimizer", "mixture", "eval", "metric_logger", "tokenizer"),
+    )
+
+
+def _check_sft_data(raw: dict[str, Any]) -> None:
+    """The SFT data sources and the mixture keys against the categories (instead of token shards)."""
+    categories = raw["data"]["categories"]
+    if not categories:
+        raise TandemError("data.categories: expected at least one category {name: {train, val, test}}")
+    for name, sources in categories.items():
+        if not isinstance(sources, dict) or set(sources) - {TRAIN_EXAMPLES} != set(SFT_SPLITS):
+            got = sorted(sources) if isinstance(sources, dict) else sources
+            raise TandemError(f"data.categories.{name}: expected the sources of train, val and test "
+                              f"(and optionally {TRAIN_EXAMPLES}), got {got}")
+        for split in SFT_SPLITS:
+            check_source(name, split, sources[split])
+    for name in raw["eval"].get("exact_match_categories") or []:
+        if name not in categories:
+            raise TandemError(f"eval.exact_match_categories: {name!r} is not a category ({sorted(categories)})")
+    mix = raw["mixture"]
+    # unimax needs the categories' example counts: the recipe checks it once the data is read
+    if isinstance(mix.get("weights"), dict) or mix.get("weights") in ("uniform", "natural", "temperature"):
+        named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights",
+                                 temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
+    if LEARNERS[mix["learner"]].uses_validation_batches:
+        resolve_target_weights(mix.get("target_weights"), list(categories))
+    if "pretrained_weights" not in raw:
+        raise TandemError("pretrained_weights: missing; give a tandem model.safetensors (the tiny configs' base: "
+                          "make sft-base) or pretrained_weights=null to fine-tune from scratch")
+    weights = raw["pretrained_weights"]
+    if weights and not Path(weights).is_file():
+        raise TandemError(f"pretrained_weights: {weights} not found (a tandem model.safetensors; the tiny configs' "
+                          "base is built by make sft-base; pretrained_weights=null fine-tunes from scratch)")
+
+
+
+
+# ----------------------------------------------------------------------------------------------------
 # command line
+
+
+#: recipe -> the check it runs first thing (``--recipe``; else read from the config: ``recipe_of``)
+VALIDATORS: dict[str, Callable[..., None]] = {
+    "pretrain": validate_pretrain_config,
+    "data_restricted": lambda cfg, world_size=1: validate_pretrain_config(cfg, world_size, schema=DATA_RESTRICTED_SCHEMA),
+    "sft": validate_sft_config,
+}
+
+
+def recipe_of(cfg: DictConfig | Mapping[str, Any]) -> str:
+    """The recipe a config is for, from its data section: SFT categories, a data-restricted token budget,
+    or plain token shards (pretrain)."""
+    if "domains" in cfg and "model" not in cfg:
+        raise TandemError("config: a data-preparation config (recipes/prepare_data.py checks it when it runs); "
+                          "this checker takes a training recipe's config")
+    data = cfg.get("data") or {}
+    if "categories" in data:
+        return "sft"
+    return "data_restricted" if "total_token_budget" in data else "pretrain"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tandem_components.config_validation",
-        description="Check a pretraining config (recipes/pretrain.py) without running it.",
+        description="Check a recipe's config without running it, with that recipe's own keys.",
     )
     parser.add_argument("config", help="a YAML config, e.g. configs/pretrain/tiny_stage1.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, as for tune run")
     parser.add_argument("--world-size", type=int, default=1, help="number of ranks the run will use")
+    parser.add_argument("--recipe", choices=sorted(VALIDATORS),
+                        help="the recipe the config is for (default: read from the config's data section)")
     args = parser.parse_args(argv)
     try:
         if not Path(args.config).is_file():
@@ -554,11 +661,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
         except (OmegaConfBaseException, ValueError) as e:
             raise TandemError(f"{args.config}: not a readable config ({type(e).__name__}: {e})") from None
-        validate_pretrain_config(cfg, world_size=args.world_size)
+        recipe = args.recipe or recipe_of(cfg)
+        VALIDATORS[recipe](cfg, world_size=args.world_size)
     except TandemError as e:
         print(f"tandem: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
-    print("config OK")
+    print(f"config OK (recipes/{recipe}.py)")
     return 0
 
 

@@ -4,8 +4,15 @@
 
 Both run dirs are stage-2 outputs (``eval_test.json``, written by the pretraining recipes). Prints the
 per-domain **test** perplexity of both models side by side with their ratio, and the verdict on the mean,
-and writes ``verdict.{md,png}`` (a bar chart of the two) in ``--out``. One seed: the verdict says so,
-since seed noise alone can move a mixture's perplexity by several percent (benchmarks/RESULTS.md).
+and writes ``verdict.{md,png}`` (a bar chart of the two) in ``--out``.
+
+One seed can say only so much: the seed alone moves a mixture's perplexity by several percent
+(benchmarks/RESULTS.md). So the verdict gives the ratio and calls the difference "beyond the seed noise"
+only when it exceeds what the seed measurably does in that regime: ``--seed-spread s`` is the relative
+standard deviation over seeds of one fixed mixture's mean test perplexity, measured in the same regime
+(``--spread-source`` says where), and a difference of two one-seed runs counts when
+|ratio - 1| > 2 sqrt(2) s (two standard deviations of a difference of two runs, each moved by s). Without
+a measured spread the verdict states the ratio and no ranking.
 """
 
 from __future__ import annotations
@@ -45,6 +52,23 @@ def verdict_table(learned: dict, baseline: dict, names: Sequence[str]) -> tuple[
     return "\n".join(lines), ratio
 
 
+def verdict_sentence(learned: float, baseline: float, names: Sequence[str], seed_spread: float | None,
+                     source: str = "") -> str:
+    """What one seed can say: the ratio, and whether it is beyond the measured seed noise (module doc)."""
+    ratio = learned / baseline
+    direction = "lower" if ratio < 1 else "higher"
+    head = (f"The {names[0]} mixture: mean test perplexity {learned:.2f} vs {baseline:.2f} for {names[1]} "
+            f"(ratio {ratio:.3f}, {abs(100 * (1 - ratio)):.1f}% {direction}), one seed.")
+    if seed_spread is None:
+        return head + " No seed spread was given: this is a ratio, not a ranking (benchmarks/compare_mixtures.py runs seeds)."
+    bound = 2 * 2**0.5 * seed_spread
+    spread = f"the seed alone moves a mixture by {100 * seed_spread:.1f}% here{f' ({source})' if source else ''}"
+    if abs(ratio - 1) <= bound:
+        return f"{head} Within seed noise: {spread}, so a difference under {100 * bound:.1f}% ranks nothing."
+    word = "better" if ratio < 1 else "worse"
+    return f"{head} {word.upper()} beyond seed noise: {spread}, and the difference exceeds {100 * bound:.1f}%."
+
+
 def plot_verdict(learned: dict, baseline: dict, names: Sequence[str], path: Path) -> Path:
     import matplotlib
 
@@ -76,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("baseline", help="stage-2 run dir trained on the baseline mixture")
     parser.add_argument("--names", nargs=2, default=["learned", "baseline"], help="column names")
     parser.add_argument("--out", default=None, help="where verdict.md / verdict.png go (default: learned dir)")
+    parser.add_argument("--seed-spread", type=float, default=None,
+                        help="relative std over seeds of one mixture's mean test perplexity in this regime")
+    parser.add_argument("--spread-source", default="", help="where --seed-spread was measured (printed with it)")
     args = parser.parse_args(argv)
     try:
         learned, baseline = read_test_eval(args.learned), read_test_eval(args.baseline)
@@ -83,12 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TandemError as e:
         print(f"verdict: error: {e}", file=sys.stderr)
         return 2
-    change = 100 * (1 - ratio)
-    word = "HELPED" if ratio < 1 else "DID NOT HELP"
-    verdict = (f"The {args.names[0]} mixture {word}: mean test perplexity {learned['mean_perplexity']:.2f} vs "
-               f"{baseline['mean_perplexity']:.2f} for {args.names[1]} ({abs(change):.1f}% "
-               f"{'lower' if ratio < 1 else 'higher'}; ratio {ratio:.3f}). One seed: a difference of a few percent "
-               "is within seed noise; benchmarks/compare_mixtures.py runs several.")
+    if args.seed_spread is not None and not args.seed_spread > 0:
+        print(f"verdict: error: --seed-spread: expected a fraction > 0, got {args.seed_spread}", file=sys.stderr)
+        return 2
+    verdict = verdict_sentence(learned["mean_perplexity"], baseline["mean_perplexity"], args.names,
+                               args.seed_spread, args.spread_source)
     out = Path(args.out or args.learned)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "verdict.md", f"# Verdict\n\n{table}\n\n{verdict}\n")

@@ -104,79 +104,23 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(embedded_shar
     assert load_training_checkpoint(out / "checkpoints" / "step_00000010", None)["step"] == 10  # intact
 
 
-def _write_v1_checkpoint(v2, dest, fingerprint: str) -> None:
-    """The checkpoint a single-process run of the previous version wrote at the same step (format v1):
-    the models and optimizers as full state dicts (the optimizers' own, numbered by parameter order),
-    loader states with their rank and per-rank sizes, one RNG state, and a manifest of checksums."""
-    import hashlib
+def test_a_v1_checkpoint_is_refused_in_one_line_and_nothing_is_written(embedded_shards, tmp_path, monkeypatch, capsys):
+    """Format v1 (single process, before sharded checkpoints) is no longer read (README, training/state.py):
+    resuming from one is one line naming the file and the format, before any file is written."""
     import json
 
-    import torch
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    dest.mkdir(parents=True)
-    scratch = dest.parent / "v2_as_one_file.pt"
-    dcp_to_torch_save(v2 / "sharded", scratch)
-    full = torch.load(scratch, weights_only=True)
-    scratch.unlink()
-
-    def numbered(osd):
-        order = [name for group in osd["param_groups"] for name in group["params"]]
-        index = {name: i for i, name in enumerate(order)}
-        return {"state": {index[n]: s for n, s in osd["state"].items()},
-                "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]}
-
-    def v1_loader(sd):
-        sd = dict(sd)
-        sd["rank"] = 0
-        for new, old in (("global_batch_size", "batch_size"), ("global_per_domain", "per_domain")):
-            if new in sd:
-                sd[old] = sd.pop(new)
-        return sd
-
-    components = {
-        "model": full["model"]["model"], "optimizer": numbered(full["model"]["optimizer"]),
-        "reference_model": full["reference"]["model"], "reference_optimizer": numbered(full["reference"]["optimizer"]),
-        "rng": torch.load(v2 / "rng.pt", weights_only=True)["ranks"][0],
-    }
-    for name in ("lr_scheduler", "mixture", "estimator", "train_loader", "val_loader", "probe_sampler"):
-        sd = torch.load(v2 / f"{name}.pt", weights_only=True)
-        components[name] = v1_loader(sd) if name.endswith(("loader", "sampler")) else sd
-    files = {}
-    for name, value in components.items():
-        torch.save(value, dest / f"{name}.pt")
-        data = (dest / f"{name}.pt").read_bytes()
-        files[f"{name}.pt"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = {"format": "tandem-training-checkpoint/v1", "step": 10, "config_fingerprint": fingerprint,
-                "torch_version": torch.__version__, "components": sorted(components), "files": files}
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-
-
-def test_a_v1_checkpoint_resumes_with_a_notice(embedded_shards, tmp_path, monkeypatch, caplog):
-    """Format v1 (single process, before sharded checkpoints) is read once, with a one-line notice, and
-    the run continues exactly as if it had never stopped; its next checkpoints are sharded (v2)."""
-    from omegaconf import OmegaConf
-
-    from tandem_components.data.shards import ShardedCorpus
-    from tandem_components.training.state import config_fingerprint
     from tests.recipe_runner import run_in_process
 
-    args = [*TINY, "max_steps=20", "mixture.episode_len=5", "mixture.probe_steps=2", "checkpoint.every_n_steps=5",
-            "mixture.probe_budget=null", f"data.shards={embedded_shards}"]  # v1 runs probed every domain
-    reference = tmp_path / "uninterrupted"
-    assert run_in_process("pretrain", STAGE1, *args, f"output_dir={reference}", monkeypatch=monkeypatch) == 0
-
     out = tmp_path / "from_v1"
-    cfg = OmegaConf.merge(OmegaConf.load(REPO_ROOT / STAGE1), OmegaConf.from_dotlist([*args, f"output_dir={out}"]))
-    v1_fingerprint = config_fingerprint(  # the old fingerprint held the world size
-        cfg, extra={"corpus_index_sha256": ShardedCorpus.open(embedded_shards).index_sha256, "world_size": 1})
-    _write_v1_checkpoint(reference / "checkpoints" / "step_00000010", out / "checkpoints" / "step_00000010", v1_fingerprint)
-    rows = (reference / "mixture_trajectory.jsonl").read_text().splitlines()
-    (out / "mixture_trajectory.jsonl").write_text("\n".join(rows[:2]) + "\n")  # the 2 updates before step 10
-    caplog.clear()
-    assert run_in_process("pretrain", STAGE1, *args, f"output_dir={out}", "resume=true", monkeypatch=monkeypatch) == 0
-    assert "a single-process checkpoint (format v1), read once" in caplog.text
-    for name in ("mixture_trajectory.jsonl", "eval.json", "eval_test.json"):
-        assert (out / name).read_text() == (reference / name).read_text(), name
-    assert (out / "model" / "model.safetensors").read_bytes() == (reference / "model" / "model.safetensors").read_bytes()
-    assert (out / "checkpoints" / "step_00000015" / "sharded" / ".metadata").is_file()  # written as v2
+    step = out / "checkpoints" / "step_00000010"
+    step.mkdir(parents=True)
+    (step / "rng.pt").write_bytes(b"x")
+    manifest = {"format": "tandem-training-checkpoint/v1", "step": 10, "config_fingerprint": "0" * 64,
+                "files": {"rng.pt": {"bytes": 1, "sha256": "0" * 64}}}
+    (step / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(p for p in out.rglob("*"))
+    args = [*TINY, "max_steps=20", f"data.shards={embedded_shards}", f"output_dir={out}", "resume=true"]
+    assert run_in_process("pretrain", STAGE1, *args, monkeypatch=monkeypatch) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tandem: error:")]
+    assert len(err) == 1 and "format v1" in err[0] and "manifest.json" in err[0], err
+    assert sorted(p for p in out.rglob("*")) == before

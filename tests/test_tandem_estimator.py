@@ -5,7 +5,7 @@ import torch
 
 from tandem_components.data.loader import PerDomainSampler, WeightedDomainLoader
 from tandem_components.estimators import FixedEstimator, TandemEstimator
-from tandem_components.estimators.tandem import delta_agreement
+from tandem_components.errors import TandemError
 from tandem_components.mixture.state import MixtureState
 from tandem_components.training.twins import build_twins
 from tests.helpers import adamw, patterned_tokens, tiny_decoder
@@ -46,23 +46,49 @@ def test_domain_helped_by_validation_data_gets_negative_relative_delta_and_gains
     assert alpha[0] > 0.5 > alpha[1]
 
 
-def test_delta_is_zero_right_after_sync_and_absent_domain_keeps_previous_delta():
+@pytest.mark.parametrize("carry, absent", [("neutral", 0.0), ("last", -0.5)])
+def test_delta_is_zero_right_after_sync_and_an_absent_domain_is_carried(carry, absent):
+    """Right after the sync Δ = 0 exactly. A probe without domain 1: its Δ is the mean of the measured ones
+    (neutral: it does not move against them) or its last measured value (last), never NaN."""
     domains = _domains()
     twins = build_twins(tiny_decoder, adamw(), adamw())
-    estimator = TandemEstimator(twins, num_domains=2)
-    estimator.last_delta = torch.tensor([0.25, -0.5], dtype=torch.float64)
+    estimator = TandemEstimator(twins, num_domains=2, carry=carry)
     probe = PerDomainSampler(domains, per_domain=2, seq_len=SEQ, seed=0).sample()
     estimator.begin_episode()
     assert torch.equal(estimator.delta(probe), torch.zeros(2, dtype=torch.float64))
-    # a probe batch without domain 1: its Δ stays at the previous value instead of becoming NaN
     only_a = type(probe)(probe.tokens[:2], probe.labels[:2], probe.domain_ids[:2])
     assert (only_a.domain_ids == 0).all()
     estimator.last_delta = torch.tensor([0.25, -0.5], dtype=torch.float64)
     delta = estimator.delta(only_a)
-    assert delta[0] == 0.0 and delta[1] == -0.5
-    restored = TandemEstimator(twins, num_domains=2)
+    assert delta[0] == 0.0 and delta[1] == absent
+    assert estimator.last_delta.tolist() == [0.0, -0.5]  # the last measurement is kept either way
+    restored = TandemEstimator(twins, num_domains=2, carry=carry)
     restored.load_state_dict(estimator.state_dict())
     assert torch.equal(restored.last_delta, estimator.last_delta)
+
+
+def test_delta_is_scaled_when_it_is_measured_and_a_carried_entry_keeps_its_factor():
+    """``mixture.delta_scale``'s factor belongs to the probing steps a Δ was measured over: a value carried
+    to a later update keeps the factor of its own measurement (hand-computed)."""
+    est = TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=3, carry="last")
+    first = est._merge(torch.tensor([-0.1, -0.3, 0.0], dtype=torch.float64),
+                       present=torch.tensor([True, True, False]), scale=2.0)
+    assert first.tolist() == pytest.approx([-0.2, -0.6, -0.4])  # 2 x measured; never measured: their mean
+    second = est._merge(torch.tensor([0.0, 0.0, -0.05], dtype=torch.float64),
+                        present=torch.tensor([False, False, True]), scale=10.0)
+    assert second.tolist() == pytest.approx([-0.2, -0.6, -0.5])  # 0 and 1 keep x2; 2 measured now: x10
+    neutral = TandemEstimator(est.twins, num_domains=3)
+    neutral._merge(torch.tensor([-0.1, -0.3, 0.0], dtype=torch.float64), present=torch.tensor([True, True, False]),
+                   scale=2.0)
+    again = neutral._merge(torch.tensor([0.0, 0.0, -0.05], dtype=torch.float64),
+                           present=torch.tensor([False, False, True]), scale=10.0)
+    assert again.tolist() == pytest.approx([-0.5, -0.5, -0.5])  # only the measured domain is compared: no move
+    assert neutral.last_delta.tolist() == pytest.approx([-0.2, -0.6, -0.5])
+
+
+def test_a_carry_mode_that_does_not_exist_is_refused():
+    with pytest.raises(TandemError, match="mixture.carry_delta"):
+        TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=2, carry="decay")
 
 
 def test_fixed_estimator_never_moves_the_mixture():
@@ -73,8 +99,9 @@ def test_fixed_estimator_never_moves_the_mixture():
 
 def test_a_domain_not_yet_probed_takes_the_mean_delta_of_those_probed():
     """A bounded probe reaches some domains only in later updates: until then their Δ is the mean of the
-    measured ones (neither favoured nor penalised), afterwards their own, carried between probes."""
-    est = TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=4)
+    measured ones (neither favoured nor penalised), afterwards their own, carried between probes (carry
+    ``last``; ``neutral`` gives every absent domain the mean, tested above)."""
+    est = TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=4, carry="last")
     first = est._merge(torch.tensor([-0.2, -0.4, 0.0, 0.0], dtype=torch.float64),
                        present=torch.tensor([True, True, False, False]))
     assert first.tolist() == pytest.approx([-0.2, -0.4, -0.3, -0.3])
@@ -84,6 +111,21 @@ def test_a_domain_not_yet_probed_takes_the_mean_delta_of_those_probed():
     restored = TandemEstimator(est.twins, num_domains=4)
     restored.load_state_dict(est.state_dict())
     assert restored.measured.tolist() == [True, True, True, False]
+
+
+def _plain_centred_half_deltas(twins, batch, probed) -> torch.Tensor:
+    """Each half's (alternate rows) Δ_m = mean token loss of the reference - of the proxy, by plain
+    cross-entropy, centred over the probed domains: (2, len(probed)), independent of the estimator's code."""
+    out = torch.zeros(2, len(probed), dtype=torch.float64)
+    with torch.no_grad():
+        for h, rows in enumerate((slice(0, None, 2), slice(1, None, 2))):
+            tokens, labels, ids = batch.tokens[rows], batch.labels[rows], batch.domain_ids[rows]
+            for j, d in enumerate(probed):
+                m = ids == d
+                loss = {name: torch.nn.functional.cross_entropy(model(tokens[m]).flatten(0, 1), labels[m].flatten())
+                        for name, model in (("ref", twins.reference), ("prx", twins.proxy))}
+                out[h, j] = float(loss["ref"] - loss["prx"])
+    return out - out.mean(1, keepdim=True)
 
 
 def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
@@ -97,7 +139,7 @@ def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
     probe = PerDomainSampler(domains, per_domain=4, seq_len=SEQ, seed=0, domains_per_probe=2)
     train = iter(WeightedDomainLoader(domains, [0.25] * 4, batch_size=8, seq_len=SEQ, seed=1))
     val = iter(WeightedDomainLoader(domains, [1.0, 0.0, 0.0, 0.0], batch_size=8, seq_len=SEQ, seed=2))
-    seen = []
+    seen, halves = [], torch.full((2, 4), float("nan"), dtype=torch.float64)
     for _ in range(2):
         est.begin_episode()
         for _ in range(2):
@@ -107,12 +149,12 @@ def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
         batch = probe.sample()
         seen.append(sorted(set(batch.domain_ids.tolist())))
         est.delta(batch)
+        halves[:, seen[-1]] = _plain_centred_half_deltas(twins, batch, seen[-1])
     assert sorted(seen[0] + seen[1]) == [0, 1, 2, 3]  # two probes of two domains: all four measured once
-    assert not est.last_half_deltas.isnan().any()
-    for probed in seen:  # each half's Δ is centred over its own probe: no drift between updates in there
-        assert est.last_half_deltas[:, probed].sum(1).abs().max() < 1e-12
-    expected = delta_agreement(est.last_half_deltas[0], est.last_half_deltas[1], torch.ones(4, dtype=torch.bool))
-    assert est.agreement == pytest.approx(expected) and abs(expected) < 1.0 - 1e-9
+    assert torch.allclose(est.last_half_deltas, halves, atol=1e-5)
+    a, b = halves[0] - halves[0].mean(), halves[1] - halves[1].mean()
+    expected = float(a @ b / (a.norm() * b.norm()))  # the centred cosine, by hand
+    assert est.agreement == pytest.approx(expected, abs=1e-4) and abs(expected) < 1.0 - 1e-9
     restored = TandemEstimator(twins, num_domains=4)
     restored.load_state_dict(est.state_dict())
     assert torch.equal(restored.last_half_deltas, est.last_half_deltas)

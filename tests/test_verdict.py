@@ -22,11 +22,21 @@ def test_verdict_prints_the_ratio_and_writes_table_and_chart(tmp_path, capsys):
     assert verdict.main([str(learned), str(baseline), "--out", str(tmp_path / "v")]) == 0
     printed = capsys.readouterr().out
     assert "| a | 10.00 | 12.00 | 0.833 |" in printed and "| **mean** | **20.00** | **20.00** | **1.000** |" in printed
-    assert "DID NOT HELP" in printed  # equal means: no gain
+    assert "ratio 1.000" in printed and "not a ranking" in printed  # no measured spread: no word of a gain
     assert (tmp_path / "v" / "verdict.png").read_bytes()[:8] == PNG_MAGIC
-    better = _run(tmp_path, "better", {"a": 9.0, "b": 27.0})
-    assert verdict.main([str(better), str(baseline), "--out", str(tmp_path / "w")]) == 0
-    assert "HELPED: mean test perplexity 18.00 vs 20.00" in capsys.readouterr().out
+    better = _run(tmp_path, "better", {"a": 9.0, "b": 27.0})  # 10% lower
+    spread = ["--spread-source", "RESULTS 6"]
+    assert verdict.main([str(better), str(baseline), "--out", str(tmp_path / "w"), "--seed-spread", "0.03", *spread]) == 0
+    printed = capsys.readouterr().out
+    assert "18.00 vs 20.00" in printed and "BETTER beyond seed noise" in printed and "(RESULTS 6)" in printed
+    # the same 10% inside a regime whose seeds move a mixture by 4% (bound 2 sqrt 2 x 4% = 11.3%)
+    assert verdict.main([str(better), str(baseline), "--out", str(tmp_path / "w"), "--seed-spread", "0.04", *spread]) == 0
+    printed = capsys.readouterr().out
+    assert "Within seed noise" in printed and "11.3%" in printed and "BETTER" not in printed
+    worse = _run(tmp_path, "worse", {"a": 13.0, "b": 33.0})
+    assert verdict.main([str(worse), str(baseline), "--out", str(tmp_path / "x"), "--seed-spread", "0.01"]) == 0
+    assert "WORSE beyond seed noise" in capsys.readouterr().out
+    assert verdict.main([str(worse), str(baseline), "--seed-spread", "-1"]) == 2
 
 
 def test_verdict_refuses_a_missing_or_non_test_evaluation(tmp_path, capsys):

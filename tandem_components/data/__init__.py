@@ -10,7 +10,6 @@ from tandem_components.data.loader import (
     domains_per_probe,
     eval_windows,
     probe_budget,
-    upgrade_v1_state,
 )
 from tandem_components.data.sft_data import (
     ChatFormat,
@@ -84,5 +83,4 @@ __all__ = [
     "DEFAULT_SAMPLE_BYTES_PER_DOMAIN",
     "DEFAULT_VOCAB_SIZE",
     "copy_tokenizer",
-    "upgrade_v1_state",
 ]

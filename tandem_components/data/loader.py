@@ -131,17 +131,6 @@ def _set_rng_state(rng: np.random.Generator, sd: dict) -> None:
     }
 
 
-def upgrade_v1_state(sd: dict) -> dict:
-    """A loader or sampler state of format v1 (one process: per-rank sizes were the global ones, and the
-    rank was recorded) in this version's rank-free form."""
-    sd = dict(sd)
-    sd.pop("rank", None)
-    for old, new in (("batch_size", "global_batch_size"), ("per_domain", "global_per_domain")):
-        if old in sd:
-            sd[new] = sd.pop(old)
-    return sd
-
-
 def _check_config(sd: dict, expected: dict, what: str) -> None:
     for key, want in expected.items():
         if key not in sd:

@@ -1,7 +1,7 @@
 """Hypergradient estimators Δ behind one interface (``base.HypergradientEstimator``): TANDEM's twin gap,
 DoReMi, DoGE, fixed. ``mixture.learner`` in a config names one of ``LEARNERS``."""
 
-from tandem_components.estimators.base import HypergradientEstimator, PerDomainSignalEstimator
+from tandem_components.estimators.base import CARRY_MODES, HypergradientEstimator, PerDomainSignalEstimator
 from tandem_components.estimators.doge import DoGEEstimator
 from tandem_components.estimators.doremi import DoReMiEstimator
 from tandem_components.estimators.fixed import FixedEstimator
@@ -23,4 +23,5 @@ __all__ = [
     "DoReMiEstimator",
     "DoGEEstimator",
     "LEARNERS",
+    "CARRY_MODES",
 ]

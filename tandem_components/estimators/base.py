@@ -8,7 +8,7 @@ The recipe's loop is the same for every learner (METHOD.md, "Algorithm"):
             proxy step on an α-weighted train batch
             if k < K: estimator.probe_step(train_batch, val_batch)   # TANDEM: one reference step
             if k == K - 1:
-                Δ = estimator.delta(probe_batch)    # (M,), one value per domain
+                Δ = estimator.delta(probe_batch, scale)   # (M,), one value per domain
                 α = mixture.step(Δ)                 # larger Δ -> less weight
 
 Conventions: Δ is a *descent direction's gradient*: the mixture moves α against it, so a domain the
@@ -45,8 +45,9 @@ class HypergradientEstimator(ABC):
         return {}
 
     @abstractmethod
-    def delta(self, probe_batch) -> torch.Tensor:
-        """Δ, shape (M,) float64, identical on every rank (reduce across ranks before returning)."""
+    def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
+        """Δ, shape (M,) float64, identical on every rank (reduce across ranks before returning); each
+        value measured now is multiplied by ``scale`` (a factor of the steps it was measured over)."""
 
     def diagnostics(self) -> dict[str, float]:
         """Measures of the last Δ to log with it (e.g. TANDEM's ``delta_agreement``), name -> float."""
@@ -63,33 +64,55 @@ class HypergradientEstimator(ABC):
         pass
 
 
+#: mixture.carry_delta: what a domain absent from Δ's probe (a bounded probe holds D of M in turns) contributes
+CARRY_MODES = ("neutral", "last")
+
+
 class PerDomainSignalEstimator(HypergradientEstimator):
     """An estimator whose Δ is a per-domain signal measured on the probe batch.
 
-    A domain may be absent from a probe batch (or have no target tokens in it): its Δ then keeps its
-    previous value (0 before the first update) instead of becoming NaN, via ``_merge``. That last Δ is
-    the state a resumed run needs.
+    ``delta(probe, scale)`` multiplies each measured value by ``scale`` *when it is measured* (TANDEM's
+    ``mixture.delta_scale: lr`` factor of the K probing steps it came from), so a value carried to a later
+    update keeps the factor of its own measurement.
+
+    A domain may be absent from a probe batch (a bounded probe, or no target tokens in it). What it then
+    contributes to the α step is ``carry`` ([project], METHOD.md "Δ's probe at many domains"):
+
+    - ``neutral`` (default): the mean Δ of the domains measured now. The α step ignores a shift shared by
+      every domain, so an absent domain neither gains nor loses against the probed ones: each measurement
+      moves α once, at the update it was made, and no old measurement is re-applied until the domain's
+      next turn.
+    - ``last``: its last measured (scaled) Δ, re-applied at every update until its next turn (up to
+      ceil(M / D) times for one measurement; the behaviour before issue 25).
+
+    A domain never measured yet takes the mean Δ of the domains measured now in both modes (a 0 there would
+    favour every domain probed first, Δ being mostly negative). The last measured Δ is the state a resumed
+    run needs.
     """
 
-    def __init__(self, num_domains: int):
+    def __init__(self, num_domains: int, carry: str = "neutral"):
+        if carry not in CARRY_MODES:
+            raise TandemError(f"mixture.carry_delta: expected one of {CARRY_MODES}, got {carry!r}")
         self.num_domains = num_domains
+        self.carry = carry
         self.last_delta = torch.zeros(num_domains, dtype=torch.float64)
         self.measured = torch.zeros(num_domains, dtype=torch.bool)  # has a Δ of its own been measured yet
+        self.present = torch.zeros(num_domains, dtype=torch.bool)  # measured at the last update
 
-    def _merge(self, values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Δ = ``values`` where ``present``, the previous Δ elsewhere; remembered for the next update.
-
-        A domain never measured yet (a bounded probe reaches it in a later update) takes the mean Δ of
-        the domains measured now: until its first measurement it neither gains nor loses against them
-        (a 0 there would favour every domain probed first, Δ being mostly negative)."""
-        delta = self.last_delta.clone()
-        delta[present] = values[present].to(torch.float64)
-        unmeasured = ~self.measured & ~present
-        if bool(present.any()) and bool(unmeasured.any()):
-            delta[unmeasured] = delta[present].mean()
+    def _merge(self, values: torch.Tensor, present: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The Δ of this update: ``scale * values`` where ``present``, ``carry`` elsewhere."""
+        measured_now = values[present].to(torch.float64) * float(scale)
+        self.last_delta[present] = measured_now
+        fill = measured_now.mean() if measured_now.numel() else torch.tensor(0.0, dtype=torch.float64)
+        if self.carry == "neutral":
+            delta = torch.full_like(self.last_delta, float(fill))
+        else:
+            delta = self.last_delta.clone()
+            delta[~self.measured & ~present] = fill
+        delta[present] = measured_now
         self.measured |= present
-        self.last_delta = delta
-        return delta.clone()
+        self.present = present.clone()
+        return delta
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_delta": self.last_delta.clone(), "measured": self.measured.clone()}

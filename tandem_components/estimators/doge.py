@@ -88,12 +88,13 @@ class DoGEEstimator(PerDomainSignalEstimator):
         num_domains: int,
         val_batches: Callable[[], Any],
         forward: Callable[..., DomainLosses] = model_domain_losses,
+        carry: str = "neutral",
     ):
         if not callable(val_batches):
             kind = type(val_batches).__name__
             raise TandemError(f"doge: val_batches must be a callable returning a batch, got {kind}")
         self.proxy = proxy
-        super().__init__(int(num_domains))
+        super().__init__(int(num_domains), carry=carry)
         self.val_batches = val_batches
         self.forward = forward
 
@@ -144,9 +145,9 @@ class DoGEEstimator(PerDomainSignalEstimator):
                 p.grad = g
         return dots.cpu(), present
 
-    def delta(self, probe_batch) -> torch.Tensor:
+    def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
         dots, present = self.alignments(probe_batch)
-        return self._merge(-dots, present)
+        return self._merge(-dots, present, scale)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"signal": "gradient_alignment", "val_batches_per_update": 1}

@@ -108,6 +108,7 @@ class DoReMiEstimator(PerDomainSignalEstimator):
         num_domains: int,
         token_losses: Callable[[nn.Module, Any], torch.Tensor] = model_token_losses,
         reference_path: str | None = None,
+        carry: str = "neutral",
     ):
         if proxy is reference:
             raise TandemError("doremi: the reference must be a separate model from the proxy (got the same object)")
@@ -116,7 +117,7 @@ class DoReMiEstimator(PerDomainSignalEstimator):
             raise TandemError("doremi: the reference shares parameters with the proxy; it must be a separate copy")
         self.proxy = proxy
         self.reference = freeze(reference)
-        super().__init__(int(num_domains))
+        super().__init__(int(num_domains), carry=carry)
         self.token_losses = token_losses
         self.reference_path = None if reference_path is None else str(reference_path)
 
@@ -143,10 +144,10 @@ class DoReMiEstimator(PerDomainSignalEstimator):
         sums, counts = stats.cpu().unbind(0)
         return sums, counts
 
-    def delta(self, probe_batch) -> torch.Tensor:
+    def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
         sums, counts = self.excess_loss(probe_batch)
         present = counts > 0
-        return self._merge(-(sums / counts), present)
+        return self._merge(-(sums / counts), present, scale)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"signal": "clipped_token_excess_loss", "reference_path": self.reference_path}

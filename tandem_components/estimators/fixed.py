@@ -14,5 +14,5 @@ class FixedEstimator(HypergradientEstimator):
     def __init__(self, num_domains: int):
         self.num_domains = num_domains
 
-    def delta(self, probe_batch) -> torch.Tensor:
+    def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
         return torch.zeros(self.num_domains, dtype=torch.float64)

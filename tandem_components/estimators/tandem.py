@@ -22,8 +22,9 @@ both), per-domain loss sums and counts are all-reduced across ranks, and
     Δ_m = γ · (L^m(w) − L^m(u))
 
 A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
-A domain absent from the probe batch (a bounded probe, ``mixture.probe_budget``, holds D of the M
-domains in turns) keeps its previous Δ (no NaN reaches α). Δ's noise is measured at every update:
+Each measured Δ_m is multiplied by the ``mixture.delta_scale`` factor of its own K probing steps when it is
+measured. A domain absent from the probe batch (a bounded probe, ``mixture.probe_budget``, holds D of the M
+domains in turns) contributes ``mixture.carry_delta`` (base.py; default: neutral, no NaN reaches α). Δ's noise is measured at every update:
 ``delta_agreement``, the centred cosine between the Δ of the probe batch's two halves. Under a bounded
 probe each half's Δ is centred over the domains of its own probe and carried over for the absent ones,
 and the cosine is taken over every domain measured so far: over the D probed domains alone it would be
@@ -77,8 +78,9 @@ class TandemEstimator(PerDomainSignalEstimator):
         validation_weight: float = 1.0,
         forward: Callable[..., DomainLosses] = model_domain_losses,
         probe_micro_batch: int | None = None,
+        carry: str = "neutral",
     ):
-        super().__init__(num_domains)
+        super().__init__(num_domains, carry=carry)
         # The paired probe batch holds M x probe_seqs_per_domain sequences (7x a training batch in the
         # tiny config): forwarding it in pieces keeps stage 1's peak memory near two models' worth.
         self.probe_micro_batch = probe_micro_batch
@@ -163,8 +165,9 @@ class TandemEstimator(PerDomainSignalEstimator):
                     local_shard(p).add_(local_shard(g), alpha=-lr * scale)
 
     @torch.no_grad()
-    def delta(self, probe_batch) -> torch.Tensor:
-        """Δ on the whole probe batch; also measures its noise as the agreement of two halves (below)."""
+    def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
+        """Δ on the whole probe batch, times ``scale`` (``mixture.delta_scale``'s factor of these K probing
+        steps); also measures its noise as the agreement of two halves (below; a cosine: no scale)."""
         halves = []  # per half (alternate rows: each domain's sequences split evenly): rows of
         for rows in (slice(0, None, 2), slice(1, None, 2)):  # reference sums, proxy sums, token counts
             stats = torch.zeros(3, self.num_domains, dtype=torch.float64, device=probe_batch.tokens.device)
@@ -181,7 +184,7 @@ class TandemEstimator(PerDomainSignalEstimator):
         self.last_half_deltas[:, both] = half_deltas[:, both] - half_deltas[:, both].mean(1, keepdim=True)
         seen = ~self.last_half_deltas.isnan().any(0)
         self.agreement = delta_agreement(self.last_half_deltas[0], self.last_half_deltas[1], present=seen)
-        return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0)
+        return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0, scale=scale)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "last_half_deltas": self.last_half_deltas.clone()}

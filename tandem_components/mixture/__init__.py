@@ -1,6 +1,7 @@
 """The mixture α: its state on the simplex and its update step, the named starting mixtures (uniform,
 natural, temperature, unimax), the YAML export stage 2 reads, and its trajectory plot."""
 
+from tandem_components.mixture.convergence import Convergence, convergence, seed_spread
 from tandem_components.mixture.export import read_mixture_export, weights_vector, write_mixture_export
 from tandem_components.mixture.named import (
     NAMES,
@@ -27,4 +28,7 @@ __all__ = [
     "weights_vector",
     "write_mixture_export",
     "plot_mixture_trajectory",
+    "Convergence",
+    "convergence",
+    "seed_spread",
 ]

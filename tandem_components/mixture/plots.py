@@ -1,4 +1,5 @@
-"""The α trajectory plot: one line per domain over training steps (written atomically)."""
+"""The α trajectory plot: one line per domain over training steps, and the exported average as a dashed
+line of the same colour (what stage 2 trains on), written atomically."""
 
 from __future__ import annotations
 
@@ -14,12 +15,18 @@ from tandem_components.atomic import atomic_path  # noqa: E402
 
 
 def plot_mixture_trajectory(
-    steps: Sequence[int], alphas: Sequence[Sequence[float]], domains: Sequence[str], path: str | Path, title: str
+    steps: Sequence[int], alphas: Sequence[Sequence[float]], domains: Sequence[str], path: str | Path, title: str,
+    average: Sequence[float] | None = None,
 ) -> Path:
-    """Save a PNG of α_m(step) for every domain m. ``alphas[i]`` is α after the update at ``steps[i]``."""
+    """Save a PNG of α_m(step) for every domain m. ``alphas[i]`` is α after the update at ``steps[i]``;
+    ``average`` (the exported trajectory average), if given, is drawn dashed in each domain's colour."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for m, domain in enumerate(domains):
-        ax.plot(steps, [a[m] for a in alphas], label=domain, linewidth=1.6)
+        (line,) = ax.plot(steps, [a[m] for a in alphas], label=domain, linewidth=1.6)
+        if average is not None:
+            ax.axhline(average[m], color=line.get_color(), linestyle="--", linewidth=1, alpha=0.8)
+    if average is not None:  # one legend entry for every dashed line
+        ax.plot([], [], color="black", linestyle="--", linewidth=1, label="exported average")
     ax.axhline(1.0 / len(domains), color="grey", linestyle=":", linewidth=1, label="uniform")
     ax.set_xlabel("training step")
     ax.set_ylabel("mixture weight α")

@@ -7,7 +7,12 @@ One TANDEM update (METHOD.md, "Algorithm") is
     α <- α * exp(-lr_α * Δ) / Z                    (update="exponentiated_gradient", mirror descent [project])
 
 followed by the weight floor (a Euclidean projection onto the floored simplex) and optional DoReMi-style
-smoothing ``α <- (1 - eps) α + eps / M``. A domain with a larger Δ loses weight. The caller folds the
+smoothing ``α <- (1 - eps) α + eps / M``. With ``momentum`` β > 0 [project] the step follows an exponential
+average of Δ instead of the last Δ alone, ``v <- β v + (1 - β) Δ``, α stepped with v (no bias correction:
+each Δ moves α by lr_α Δ in total, spread over the next ~1 / (1 - β) updates, so the first updates are
+small instead of amplified). Why: one update's Δ is mostly noise (its centred spread is several times
+its mean over many updates, docs/METHOD.md), and a step on each raw Δ makes α travel many times further
+than where it ends. A domain with a larger Δ loses weight. The caller folds the
 penalty γ into Δ (or into ``lr``): this module does not know about γ.
 
 Everything is float64 so that α is bit-reproducible across runs and resumes, and sums to 1 within 1e-12.
@@ -97,6 +102,7 @@ class MixtureState:
         update: ``"projected_gradient"`` (paper) or ``"exponentiated_gradient"`` (mirror descent).
         min_weight: floor on every α_m after each update, ``0 <= min_weight <= 1/M``.
         smoothing: eps in ``α <- (1 - eps) α + eps / M`` after each step, ``0 <= eps < 1``.
+        momentum: β of the exponential average of Δ that α steps with, ``0 <= β < 1`` (0: the last Δ).
 
     Attributes:
         history: α after each update, ``history[0]`` = α_0; each (M,) float64.
@@ -120,6 +126,7 @@ class MixtureState:
         update: str = "projected_gradient",
         min_weight: float = 0.0,
         smoothing: float = 0.0,
+        momentum: float = 0.0,
     ):
         if isinstance(domains, str) or not isinstance(domains, Sequence) or len(domains) == 0:
             raise TandemError(f"domains: expected a non-empty list of domain names, got {domains!r}")
@@ -141,6 +148,9 @@ class MixtureState:
         smoothing = _finite_float(smoothing, "smoothing")
         if not 0.0 <= smoothing < 1.0:
             raise TandemError(f"smoothing: expected 0 <= smoothing < 1, got {smoothing}")
+        momentum = _finite_float(momentum, "momentum")
+        if not 0.0 <= momentum < 1.0:
+            raise TandemError(f"momentum: expected 0 <= momentum < 1, got {momentum}")
 
         if initial is None:
             alpha = torch.full((m,), 1.0 / m, dtype=torch.float64)
@@ -161,6 +171,8 @@ class MixtureState:
         self.update = update
         self.min_weight = min_weight
         self.smoothing = smoothing
+        self.momentum = momentum
+        self.velocity = torch.zeros(m, dtype=torch.float64)  # the exponential average of Δ (momentum > 0)
         self._alpha = alpha
         self.history: list[torch.Tensor] = [alpha.clone()]
         self.deltas: list[torch.Tensor] = []
@@ -213,11 +225,15 @@ class MixtureState:
             raise TandemError(f"at_step: updates must come in step order, got {at_step} after {self.update_steps[-1]}")
         delta = _as_float64_vector(delta, "delta", len(self.domains))
         alpha = self._alpha
+        direction = delta
+        if self.momentum > 0:
+            self.velocity = self.momentum * self.velocity + (1.0 - self.momentum) * delta
+            direction = self.velocity
         if self.update == "projected_gradient":
-            new = project_to_simplex(alpha - self.lr * delta, self.min_weight)
+            new = project_to_simplex(alpha - self.lr * direction, self.min_weight)
         else:
             # log-space for stability; a zero weight stays zero (log 0 = -inf -> exp = 0).
-            logits = torch.log(alpha) - self.lr * delta
+            logits = torch.log(alpha) - self.lr * direction
             new = torch.softmax(logits, dim=0)
             if self.min_weight > 0:
                 new = project_to_simplex(new, self.min_weight)
@@ -246,6 +262,8 @@ class MixtureState:
             "update": self.update,
             "min_weight": self.min_weight,
             "smoothing": self.smoothing,
+            "momentum": self.momentum,
+            "velocity": self.velocity.clone(),
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -268,6 +286,10 @@ class MixtureState:
         self._alpha = weights.clone()
         self.history = [h.clone() for h in history]
         self.deltas = [d.clone() for d in deltas]
+        # a checkpoint from before momentum: its α stepped on the last Δ alone (a zero average)
+        self.velocity = torch.as_tensor(sd.get("velocity", torch.zeros(m)), dtype=torch.float64).clone()
+        if self.velocity.shape != (m,):
+            raise TandemError(f"mixture state_dict: velocity has shape {tuple(self.velocity.shape)}, expected ({m},)")
         steps = [int(s) for s in torch.as_tensor(sd.get("update_steps", []), dtype=torch.int64).tolist()]
         self.update_steps = steps if len(steps) == n else []  # a checkpoint from before steps were kept
 

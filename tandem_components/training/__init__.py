@@ -14,7 +14,7 @@ from tandem_components.training.cost_model import (
 from tandem_components.training.domain_loss import DomainLosses, domain_losses, model_domain_losses, per_token_loss
 from tandem_components.training.evaluation import DomainEval, EvalResult, evaluate_per_domain
 from tandem_components.training.rouge import final_number, rouge_l
-from tandem_components.training.sharded_state import get_sharded_state, load_full_state, set_sharded_state
+from tandem_components.training.sharded_state import get_sharded_state, set_sharded_state
 from tandem_components.training.state import (
     config_fingerprint,
     find_latest_checkpoint,
@@ -40,7 +40,6 @@ __all__ = [
     "load_training_checkpoint",
     "save_training_checkpoint",
     "get_sharded_state",
-    "load_full_state",
     "set_sharded_state",
     "UnitCosts",
     "decoder_flops_per_token",

@@ -64,22 +64,3 @@ def load_sharded(state: MutableMapping[str, Any], folder: Path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)), no_dist=not is_distributed())
-
-
-def load_full_state(parts: Stateful, full: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
-    """Checkpoint format v1 (one process): ``{name: (full model state dict, the optimizer's own
-    state_dict())}`` into models sharded over any number of ranks (or none).
-
-    The optimizer's own state dict numbers parameters in the order they were given to it
-    (``model.parameters()``); ``named_parameters()`` walks the same order, so index i is that name."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    for name, (model, optimizer) in parts.items():
-        model_sd, optim_sd = full[name]
-        names = [n for n, _ in model.named_parameters()]
-        by_name = {
-            "state": {names[int(i)]: s for i, s in optim_sd["state"].items()},
-            "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in optim_sd["param_groups"]],
-        }
-        set_state_dict(model, optimizer, model_state_dict=dict(model_sd), optim_state_dict=by_name,
-                       options=StateDictOptions(full_state_dict=True))

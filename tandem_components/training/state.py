@@ -52,9 +52,9 @@ to log / evaluate / checkpoint, whether to resume, the shards' path: the corpus 
 the cosine LR schedule, so changing it mid-run would silently bend the schedule. The number of ranks
 is *not* in it: the batch keys are global sizes, so the same config trains the same way on any number.
 
-Format v1 (before sharded checkpoints, single process): the same layout without ``sharded/``, the
-models and optimizers as full state dicts among the components. ``load_training_checkpoint`` reads it;
-the recipes continue it on any number of ranks with a one-line notice (``recipes/pretrain.py``).
+Format v1 (before sharded checkpoints, single process) is no longer read: a checkpoint resumes only the
+config that wrote it, and no shipped config of this version is one that v1 wrote (issue 25: the α step's
+keys changed), so ``read_manifest`` refuses it in one line.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ from tandem_components.errors import TandemError
 from tandem_components.training.sharded_state import load_sharded, save_sharded
 
 FORMAT = "tandem-training-checkpoint/v2"
-FORMAT_V1 = "tandem-training-checkpoint/v1"  # single process, no sharded/ (read, never written)
+FORMAT_V1 = "tandem-training-checkpoint/v1"  # single process, no sharded/: refused in one line
 MANIFEST_NAME = "manifest.json"
 RNG_KEY = "rng"
 SHARDED_DIR = "sharded"
@@ -392,8 +392,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise TandemError(f"{manifest_path}: missing (not a complete training checkpoint)")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest["format"] not in (FORMAT, FORMAT_V1):
-            raise ValueError(f"format {manifest['format']!r}, this code reads {FORMAT!r} and {FORMAT_V1!r}")
+        if manifest["format"] == FORMAT_V1:
+            raise TandemError(f"{manifest_path}: a single-process checkpoint of format v1 (tandem before sharded "
+                              "checkpoints) is no longer read; finish that run with the version that wrote it, "
+                              "or start it anew")
+        if manifest["format"] != FORMAT:
+            raise ValueError(f"format {manifest['format']!r}, this code reads {FORMAT!r}")
         if isinstance(manifest["step"], bool) or not isinstance(manifest["step"], int) or manifest["step"] < 0:
             raise ValueError("step is not an integer >= 0")
         if not isinstance(manifest["config_fingerprint"], str):
@@ -429,9 +433,8 @@ def load_training_checkpoint(
     *,
     domains: Sequence[str] | None = None,
     sharded: MutableMapping[str, Any] | None = None,
-    v1_fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """Verify and load a checkpoint dir written by ``save_training_checkpoint`` (or format v1).
+    """Verify and load a checkpoint dir written by ``save_training_checkpoint``.
 
     Call it on every rank when distributed: the ranks share the checksum work and all raise the same
     error. Every file is checked (present, size, sha256) before any is read; components are loaded with
@@ -439,20 +442,18 @@ def load_training_checkpoint(
     comparison and ``domains=None`` the domain list's (inspection tools only; a recipe passes its own).
 
     ``sharded``: the state to load the ``sharded/`` part into, in place (this run's
-    ``get_sharded_state``: DCP reshards to it). A checkpoint without one (format v1) leaves it untouched.
-    ``v1_fingerprint``: what a format-v1 checkpoint of this config recorded (its fingerprint held the
-    world size, always 1), compared instead of ``expected_fingerprint`` for such a checkpoint.
+    ``get_sharded_state``: DCP reshards to it).
 
     Returns ``{"step", "config_fingerprint", "world_size", "format", "sharded": bool, <component>: state,
     ..., "rng": ...}``. Raises a one-line ``TandemError`` (``every_rank``) naming the file on any problem.
     """
     try:
-        return _load(Path(path), expected_fingerprint, domains, sharded, v1_fingerprint)
+        return _load(Path(path), expected_fingerprint, domains, sharded)
     except TandemError as e:
         raise TandemError(str(e), every_rank=True) from None
 
 
-def _load(path: Path, expected_fingerprint, domains, sharded, v1_fingerprint) -> dict[str, Any]:
+def _load(path: Path, expected_fingerprint, domains, sharded) -> dict[str, Any]:
     if not path.is_dir():
         raise TandemError(f"{path}: training checkpoint directory not found")
     manifest = read_manifest(path)
@@ -461,8 +462,6 @@ def _load(path: Path, expected_fingerprint, domains, sharded, v1_fingerprint) ->
     if domains is not None and saved_domains is not None and list(saved_domains) != list(domains):
         raise TandemError(f"{manifest_path}: checkpoint was written for the domains {saved_domains}, this run has "
                           f"{list(domains)}; resume with the data it was trained on")
-    if manifest["format"] == FORMAT_V1 and v1_fingerprint is not None:
-        expected_fingerprint = v1_fingerprint
     if expected_fingerprint is not None and manifest["config_fingerprint"] != expected_fingerprint:
         raise TandemError(
             f"{manifest_path}: checkpoint was written with a different config (fingerprint "
