@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tandem-installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run prepare compare compare-second sft-base compare-sft test bench clean
+.PHONY: setup run prepare compare compare-second compare-third sft-base compare-sft test bench clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,16 @@ compare-second: $(STAMP)
 	test -f $(SECOND_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config benchmarks/configs/data_second_corpus.yaml
 	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml --out outputs/compare_second \
 		'seeds=[0]' 'common_overrides=[data.shards=$(SECOND_SHARDS),model.vocab_size=2048]'
+
+# A third real corpus (tools/build_third_corpus.py: five domains from other pinned Debian packages, one of them,
+# kernel_docs, holding ~59% of the training tokens: the regime where a learner under-weighting the largest
+# domain shows), every method x 3 seeds (issue 25).
+THIRD_SHARDS := data/shards/third_corpus_bpe2k
+compare-third: $(STAMP)
+	test -f build/third_corpus/bash_examples/val.jsonl.gz || $(PY) tools/build_third_corpus.py
+	test -f $(THIRD_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config benchmarks/configs/data_third_corpus.yaml
+	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_tiny.yaml --out outputs/compare_third \
+		'common_overrides=[data.shards=$(THIRD_SHARDS),model.vocab_size=2048]'
 
 # The pretrained start of the tiny SFT configs: the SFT model pretrained on the embedded corpus (2048-token
 # BPE, ~8 min on 2 cores), once, into outputs/sft_base (git-ignored); its val perplexity: outputs/sft_base/eval.json.

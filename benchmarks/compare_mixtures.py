@@ -475,7 +475,8 @@ def score_of(method: Mapping[str, Any], score: str) -> tuple[Mapping[str, list[f
 
 def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Read every run's outputs into one document (``results.json``): raw per-run numbers + per-method stats."""
-    from tandem_components.mixture.export import read_mixture_export  # imports torch: only when needed
+    from tandem_components.mixture.convergence import seed_spread  # imports torch: only when needed
+    from tandem_components.mixture.export import read_mixture_export
 
     raw_runs, domains = [], None
     rejected = {r["method"]: r["reason"] for r in runs if r.get("status") == "rejected"}
@@ -520,8 +521,12 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
                                  if final and d in final[0]["task_metric"]},
             "stage1_wall_time_s": [r["summary"]["wall_time_s"] for r in learn],
             "stage1_num_updates": [r["num_updates"] for r in learn],
+            # how settled each seed's α trajectory was (mixture/convergence.py), and the seeds' agreement
+            "convergence": [r["summary"].get("convergence") for r in learn],
             "mixture": {d: [r["mixture"][d] for r in final] for d in domains},
         }
+        if learn:
+            per_method[name]["seed_spread"] = seed_spread([[r["mixture"][d] for d in domains] for r in learn])
     score = cfg.get("score", "perplexity")
     average = {n: score_of(m, score)[1] for n, m in per_method.items()}
     uniform = average.get(UNIFORM)
@@ -605,6 +610,7 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     for name, note in (cfg.get("notes") or {}).items():
         lines += ["", f"Note on {name}: {note}"]
     lines += _task_metric_lines(results)
+    lines += _convergence_lines(results)
     if results.get("verdicts"):
         lines += ["", f"## Rankings ({split} {score}, beyond the seed noise?)", ""]
         lines += [f"- {v}" for v in results["verdicts"]]
@@ -624,6 +630,26 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     if results.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in results["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def _convergence_lines(results: Mapping[str, Any]) -> list[str]:
+    """Learners: how settled α's trajectory was in stage 1 (largest per-update move after the lr warmup, L1
+    path over net change: the worst seed of each), and the exported weights' spread across seeds."""
+    rows = [(n, m) for n, m in results["methods"].items()
+            if m["kind"] == "learned" and m.get("convergence") and all(m["convergence"])]
+    if not rows:
+        return []
+    lines = ["", "## Convergence of the learned mixtures (stage 1)", "",
+             "Worst seed of each: the largest move of one domain's weight in one update after the lr warmup, "
+             "and the L1 length of α's path over its net change (1: straight to where it ended); then the "
+             "largest range of one exported weight across seeds.", "",
+             "| method | largest per-update move | path / net change | exported weight's spread across seeds |",
+             "|---|---:|---:|---:|"]
+    for name, m in rows:
+        moves = [c["max_move"] for c in m["convergence"]]
+        ratios = [c["path_ratio"] for c in m["convergence"]]
+        lines.append(f"| {name} | {max(moves):.4f} | {max(ratios):.2f}x | {m.get('seed_spread', 0.0):.3f} |")
+    return lines
 
 
 def _task_metric_lines(results: Mapping[str, Any]) -> list[str]:

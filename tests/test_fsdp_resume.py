@@ -1,12 +1,12 @@
-"""Sharded training checkpoints (DCP) of a 2-rank FSDP2 stage-1 run: killed with SIGKILL at a random update,
-resumed on 2 ranks (bit-identical to an uninterrupted run), on 1 rank (resharded), and a 1-rank checkpoint
-on 2 ranks; a corrupted shard is refused naming the file."""
+"""Sharded training checkpoints (DCP) of a 2-rank FSDP2 stage-1 run: killed with SIGKILL at a fixed update,
+resumed on 2 ranks (bit-identical to an uninterrupted run); resumed on 1 rank (resharded), killed again
+mid-run, and that unfinished 1-rank run's newest checkpoint resumed on 2 ranks; a corrupted shard is refused
+naming the file."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -24,6 +24,11 @@ TWO = ["--nproc_per_node", "2"]
 RUN = [*TINY, "max_steps=40", "mixture.episode_len=5", "mixture.probe_steps=2", "checkpoint.every_n_steps=5",
        "mixture.probe_seqs_per_domain=4", "mixture.probe_budget=8", "mixture.val_batch_size=8",
        "mixture.delta_scale=none"]  # a bounded probe: its turns resume across world sizes too
+#: the α updates (of 8; one every 5 steps from step 2) after which the 2-rank run is killed: past the
+#: checkpoints of steps 5, 10 and 15
+KILL_AFTER = 4
+#: and the 1-rank run resumed from it: past its own checkpoints of steps 20 and 25, before the end
+KILL_ONE_RANK_AFTER = 6
 
 
 def _rows(out) -> list[dict]:
@@ -41,20 +46,22 @@ def _eval(out) -> dict:
     return {d: e["loss"] for d, e in json.loads((out / "eval.json").read_text())["domains"].items()}
 
 
-def _kill_at_random_update(args: list[str], out) -> int:
-    """Start a 2-rank run and SIGKILL all of it (the launcher and both ranks at once, as a lost node would)
-    after a random number of α updates, past the first checkpoint. Returns that number."""
-    kill_after = random.Random(os.getpid()).randint(2, 6)
-    run = subprocess.Popen(tune_command("pretrain", STAGE1, *args, f"output_dir={out}", launcher=TWO),
-                           cwd=REPO_ROOT, env=tune_env(TWO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(_rows(out)) < kill_after and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert run.poll() is None, "the run finished before it could be killed"
-    for pid in [run.pid, *_descendants(run.pid)]:  # torchrun starts each rank in a session of its own
-        os.kill(pid, signal.SIGKILL)
-    run.wait()
-    return kill_after
+def _run_and_kill(args: list[str], out, after: int, launcher=TWO) -> str:
+    """Start a run and SIGKILL all of it (the launcher and every rank at once, as a lost node would) once
+    ``after`` α updates are in its trajectory. Returns what it wrote to stderr."""
+    log = Path(str(out) + ".stderr")
+    with open(log, "wb") as err:
+        run = subprocess.Popen(tune_command("pretrain", STAGE1, *args, f"output_dir={out}", launcher=launcher),
+                               cwd=REPO_ROOT, env=tune_env(launcher), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while len(_rows(out)) < after and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert run.poll() is None, "the run finished before it could be killed"
+        for pid in [run.pid, *_descendants(run.pid)]:  # torchrun starts each rank in a session of its own
+            os.kill(pid, signal.SIGKILL)
+        run.wait()
+    assert not (Path(out) / "eval.json").exists()
+    return log.read_text(errors="replace")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -82,8 +89,7 @@ def runs(embedded_shards, tmp_path_factory):
     proc = tune_run("pretrain", STAGE1, *args, f"output_dir={root / 'uninterrupted'}", launcher=TWO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     killed = root / "killed"
-    _kill_at_random_update(args, killed)
-    assert not (killed / "eval.json").exists()
+    _run_and_kill(args, killed, after=KILL_AFTER)
     assert sorted((killed / "checkpoints").glob("step_*")), "no checkpoint was written before the kill"
     return {"root": root, "args": args, "uninterrupted": root / "uninterrupted", "killed": killed}
 
@@ -105,27 +111,26 @@ def test_kill_9_then_resume_on_two_ranks_is_bit_identical(runs):
     assert (out / "model" / "model.safetensors").read_bytes() == (ref / "model" / "model.safetensors").read_bytes()
 
 
-def test_a_two_rank_checkpoint_resumes_on_one_rank_and_back(runs):
+def test_a_two_rank_checkpoint_resumes_on_one_rank_and_an_unfinished_one_rank_run_on_two(runs):
     """2 -> 1: DCP reshards the twins and their optimizers into one process; the loaders continue the same
-    global batches. Then 1 -> 2 from a checkpoint the 1-rank run wrote. α and the losses stay within the
-    float noise of 1 vs 2 ranks (different reduction orders), far below anything a mixture changes."""
-    ref = runs["uninterrupted"]
+    global batches. That 1-rank run is itself killed mid-run, and its newest checkpoint (written on 1 rank,
+    at a step the run never finished past) resumes on 2 ranks: 1 -> 2. α and the losses at the end of the
+    chain stay within the float noise of 1 vs 2 ranks (different reduction orders), far below anything a
+    mixture changes."""
     one = _copy_killed(runs, "resumed_on_1")
-    proc = tune_run("pretrain", STAGE1, *runs["args"], f"output_dir={one}", "resume=true")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "written on 2 rank(s), resharded to 1" in proc.stderr
-    _assert_close(one, ref)
+    err = _run_and_kill([*runs["args"], "resume=true"], one, after=KILL_ONE_RANK_AFTER, launcher=[])
+    assert "written on 2 rank(s), resharded to 1" in err
+    newest = sorted((one / "checkpoints").glob("step_*"))[-1]
+    assert json.loads((newest / "manifest.json").read_text())["world_size"] == 1, newest
+    assert int(newest.name.split("_")[1]) < 40  # a mid-run checkpoint of an unfinished run
 
-    back = runs["root"] / "back_on_2"  # 1 -> 2: the newest checkpoint the 1-rank run wrote, on 2 ranks
+    back = runs["root"] / "back_on_2"
     shutil.copytree(one, back)
-    written_on_one = [p for p in sorted((back / "checkpoints").glob("step_*"))
-                      if json.loads((p / "manifest.json").read_text())["world_size"] == 1]
-    assert written_on_one, "the 1-rank run wrote no checkpoint"
-    proc = tune_run("pretrain", STAGE1, *runs["args"], f"output_dir={back}", f"resume={written_on_one[-1]}",
-                    launcher=TWO)
+    proc = tune_run("pretrain", STAGE1, *runs["args"], f"output_dir={back}", "resume=true", launcher=TWO)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {back / 'checkpoints' / newest.name}" in proc.stderr
     assert "written on 1 rank(s), resharded to 2" in proc.stderr
-    _assert_close(back, ref)
+    _assert_close(back, runs["uninterrupted"])
 
 
 def _assert_close(out, ref) -> None:

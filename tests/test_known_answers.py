@@ -13,8 +13,9 @@ steps α toward ``target_weights`` fails it (the mutation check of issue 25, in 
   learner that follows the target's weights sends it to the floor; Δ = 0 leaves it at 1 / M.
 - **A domain of random characters** (DoReMi, which reads no validation target: its α_0 and its
   ``target_weights`` are uniform). Its excess loss over the reference is ~0 once the character statistics
-  are learned, so it must end below 1 / (2M), which neither uniform nor a follower of a uniform target
-  gives.
+  are learned, so it must end below 0.75 / M and ``MARGIN`` below every real domain, which neither uniform
+  nor a follower of a uniform target gives. (At the harness's DoReMi settings, 300 steps move it from
+  0.25 to ~0.16: the old bound 1 / (2M) held only at lr_α 2 with a 150-step reference, chosen for it.)
 
 Compared on the trajectory average (what stage 2 trains on), seed 0.
 """
@@ -97,6 +98,7 @@ def test_the_targets_text_under_another_name_gains_weight(learner, corpora, tmp_
 
 
 @pytest.mark.slow
-def test_doremi_sends_a_domain_of_random_characters_below_half_of_uniform(corpora, tmp_path, monkeypatch):
+def test_doremi_sends_a_domain_of_random_characters_below_every_real_one(corpora, tmp_path, monkeypatch):
     alpha = learn("doremi", corpora["noise"], tmp_path / "run", monkeypatch)
-    assert alpha["noise"] < 1 / (2 * len(alpha)), alpha
+    assert alpha["noise"] < 0.75 / len(alpha), alpha
+    assert alpha["noise"] < min(alpha["code"], alpha["legal"], alpha["tech_docs"]) - MARGIN, alpha

@@ -99,3 +99,24 @@ def test_reference_step_and_validation_weight_are_checked(embedded_shards, tmp_p
         assert code != 0
         assert key in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+
+
+def test_the_val_part_of_the_split_step_by_hand():
+    """The preconditioned val step on one 3-coordinate parameter, with the numbers worked out by hand:
+    lr_w = 0.01, β/γ = 0.25, AdamW's v̂ = 0.04 everywhere (sqrt 0.2), g_val = (0.1, -0.02, 1.0):
+    g/sqrt(v̂) = (0.5, -0.1, 5 -> clamped to 1), step = -0.01 * 0.25 * that = (-0.00125, 0.00025, -0.0025)."""
+    from tandem_components.estimators import TandemEstimator
+    from tandem_components.training.twins import build_twins
+
+    twins = build_twins(lambda: torch.nn.Linear(3, 1, bias=False),
+                        lambda ps: torch.optim.AdamW(ps, lr=0.01, betas=(0.9, 0.95), eps=0.0),
+                        lambda ps: torch.optim.AdamW(ps, lr=0.01, betas=(0.9, 0.95), eps=0.0))
+    est = TandemEstimator(twins, num_domains=1, gamma=2.0, validation_weight=0.5)
+    (p,) = twins.reference.parameters()
+    with torch.no_grad():
+        p.copy_(torch.tensor([[1.0, 2.0, 3.0]]))
+    # AdamW's state after one step (bias correction 1 - 0.95 = 0.05): exp_avg_sq = 0.04 * 0.05 = 0.002
+    twins.reference_optimizer.state[p] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros(1, 3),
+                                          "exp_avg_sq": torch.full((1, 3), 0.002)}
+    est._preconditioned_step([torch.tensor([[0.1, -0.02, 1.0]])], scale=0.5 / 2.0)
+    assert p.detach()[0].tolist() == pytest.approx([1.0 - 0.00125, 2.0 + 0.00025, 3.0 - 0.0025], abs=5e-7)  # float32
