@@ -74,7 +74,7 @@ def test_doremi_delta_is_minus_the_per_token_clipped_excess_loss():
     labels = torch.zeros(4, 2, dtype=torch.long)
     labels[2, 1] = -100  # ignored: its (negative) excess must not count, nor its token
     batch = Batch(tokens=torch.zeros(4, 2, dtype=torch.long), labels=labels, domain_ids=torch.tensor([0, 0, 1, 2]))
-    est = DoReMiEstimator(proxy, reference, num_domains=4)
+    est = DoReMiEstimator(proxy, reference, num_domains=4, carry="last")  # the carried value is checked below
     est.last_delta = torch.tensor([9.0, 9.0, 9.0, 0.75], dtype=torch.float64)
     est.measured[:] = True  # an earlier update measured every domain: domain 3 carries its 0.75
     ln2 = math.log(2.0)
@@ -183,7 +183,7 @@ def test_doge_delta_is_minus_the_gradient_alignment_with_validation():
     model = TinyLM()
     probe = _random_batch(gen, 5, [0, 2, 0, 2, 2])  # domain 1 absent
     val = _random_batch(gen, 4, [0, 1, 2, 1])
-    est = DoGEEstimator(model, num_domains=3, val_batches=lambda: val)
+    est = DoGEEstimator(model, num_domains=3, val_batches=lambda: val, carry="last")  # the carry is checked
     est.last_delta = torch.tensor([5.0, -0.25, 5.0], dtype=torch.float64)
     est.measured[:] = True  # measured before: domain 1, absent now, carries its -0.25
     with torch.no_grad():  # a caller's no_grad must not break it: it differentiates what it needs

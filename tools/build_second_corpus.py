@@ -103,27 +103,35 @@ SOURCES = {"c_headers": src_c_headers, "perl_docs": src_perl_docs, "man_pages": 
            "fortunes": src_fortunes, "policy": src_policy}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(bc.REPO, "build/second_corpus"), help="output folder")
+def build_main(sources: dict, mb: dict[str, float], default_out: str, description: str,
+               argv: list[str] | None = None) -> int:
+    """The command line of a Debian-package corpus (this one, tools/build_third_corpus.py): each domain's
+    documents from ``sources[domain](cache)``, deduplicated, ``mb[domain]`` MB of them, split train/val."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=os.path.join(bc.REPO, default_out), help="output folder")
     ap.add_argument("--cache-dir", default=os.path.join(bc.REPO, "build/corpus_sources"),
                     help="downloads + unpacked packages (shared with tools/build_corpus.py)")
     args = ap.parse_args(argv)
     cache, t0 = bc.Cache(os.path.abspath(args.cache_dir)), time.time()
-    print(f"{'domain':<10} {'docs tr/val':>13} {'MB train':>9} {'MB val':>7}")
-    for domain, fn in SOURCES.items():
+    width = max(map(len, sources))
+    print(f"{'domain':<{width}} {'docs tr/val':>13} {'MB train':>9} {'MB val':>7}")
+    for domain, fn in sources.items():
         try:
-            docs = bc.take_budget(bc.dedupe(d for d in fn(cache) if len(d) >= bc.MIN_CHARS), MB[domain] * 1e6)
+            docs = bc.take_budget(bc.dedupe(d for d in fn(cache) if len(d) >= bc.MIN_CHARS), mb[domain] * 1e6)
         except bc.FetchError as e:
             print(f"error: cannot fetch source of {domain}: {e}", file=sys.stderr)
             return 1
         train, val = bc.split_train_val(docs)
         for split, part in (("train", train), ("val", val)):
             bc.write_jsonl_gz(os.path.join(args.out, domain, f"{split}.jsonl.gz"), part)
-        print(f"{domain:<10} {len(train):>7}/{len(val):<5} {sum(map(len, train)) / 1e6:>9.2f} "
+        print(f"{domain:<{width}} {len(train):>7}/{len(val):<5} {sum(map(len, train)) / 1e6:>9.2f} "
               f"{sum(map(len, val)) / 1e6:>7.3f}")
     print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return build_main(SOURCES, MB, "build/second_corpus", __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ Domains (sizes in MB of text; kernel_docs ~55% of the characters):
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import html.parser
 import os
 import sys
-import time
 
 import build_corpus as bc  # tools/ is on sys.path when this file runs as a script
+from build_second_corpus import build_main
 
 APT = {
     "linux-doc-6.1": "6.1.192-3",
@@ -113,26 +112,7 @@ SOURCES = {"kernel_docs": src_kernel_docs, "go_code": src_go_code, "debian_ref":
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.path.join(bc.REPO, "build/third_corpus"), help="output folder")
-    ap.add_argument("--cache-dir", default=os.path.join(bc.REPO, "build/corpus_sources"),
-                    help="downloads + unpacked packages (shared with tools/build_corpus.py)")
-    args = ap.parse_args(argv)
-    cache, t0 = bc.Cache(os.path.abspath(args.cache_dir)), time.time()
-    print(f"{'domain':<14} {'docs tr/val':>13} {'MB train':>9} {'MB val':>7}")
-    for domain, fn in SOURCES.items():
-        try:
-            docs = bc.take_budget(bc.dedupe(d for d in fn(cache) if len(d) >= bc.MIN_CHARS), MB[domain] * 1e6)
-        except bc.FetchError as e:
-            print(f"error: cannot fetch source of {domain}: {e}", file=sys.stderr)
-            return 1
-        train, val = bc.split_train_val(docs)
-        for split, part in (("train", train), ("val", val)):
-            bc.write_jsonl_gz(os.path.join(args.out, domain, f"{split}.jsonl.gz"), part)
-        print(f"{domain:<14} {len(train):>7}/{len(val):<5} {sum(map(len, train)) / 1e6:>9.2f} "
-              f"{sum(map(len, val)) / 1e6:>7.3f}")
-    print(f"wrote {args.out} ({time.time() - t0:.0f} s)")
-    return 0
+    return build_main(SOURCES, MB, "build/third_corpus", __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":
