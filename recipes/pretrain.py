@@ -464,6 +464,10 @@ class PretrainRecipe:
                 if self.checkpoint_every and step % self.checkpoint_every == 0 and step != self.max_steps:
                     self.save_checkpoint(step)
         self.wall_time_s = time.perf_counter() - start + self.extra_wall_time_s
+        # how settled α's trajectory is (mixture/convergence.py): printed, and written to summary.json
+        warmup = int(self.cfg.get("lr_scheduler", {}).get("warmup_steps", 0))
+        self.alpha_convergence = (convergence(self.mixture.history, self.mixture.update_steps, warmup_steps=warmup)
+                                  if learning else None)
         # α must be bit-identical on every rank (Δ is computed from all-reduced sums): show it.
         digest = hashlib.sha256(self.mixture.last().numpy().tobytes()).hexdigest()[:16]
         log.info(f"rank {self.rank} of {self.world_size}: final α sha256 {digest}")
@@ -519,14 +523,8 @@ class PretrainRecipe:
             "mean_test_ppl": self.final_test.mean_perplexity, "steps": self.max_steps,
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
             "average_alpha": dict(zip(self.domains, self.mixture.average(self.max_steps).tolist())),
-            **({"convergence": self._convergence().as_dict()} if self.estimator.updates_mixture else {}),
+            **({"convergence": self.alpha_convergence.as_dict()} if self.alpha_convergence else {}),
         }
-
-    def _convergence(self):
-        """How settled α's trajectory is (mixture/convergence.py): largest per-update move after the lr
-        warmup, and the L1 path over the net change."""
-        warmup = int(self.cfg.get("lr_scheduler", {}).get("warmup_steps", 0))
-        return convergence(self.mixture.history, self.mixture.update_steps, warmup_steps=warmup)
 
     def _write_outputs(self) -> None:
         out = self.output_dir
@@ -553,8 +551,8 @@ class PretrainRecipe:
         print("\nMixture (last / trajectory average):")
         for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
-        if self.estimator.updates_mixture:
-            print(f"Convergence of α: {self._convergence().format()}")
+        if self.alpha_convergence:
+            print(f"Convergence of α: {self.alpha_convergence.format()}")
         print(
             f"\nOutputs in {out}/:\n  mixture export  {export}\n  trajectory      {trajectory or 'none (fixed mixture)'}\n"
             f"  plot            {plot or 'none (fixed mixture)'}\n  eval (val)      {json_path}, {csv_path}\n"

@@ -111,6 +111,8 @@ BAD_CONFIGS = [
     ("initial weight below min_weight", _set("mixture.weights", _weights(code=0.0, books=2 / 7)), "mixture.weights"),
     ("use not last/average", _set("mixture.use", "best"), "mixture.use"),
     ("smoothing >= 1", _set("mixture.smoothing", 1.0), "mixture.smoothing"),
+    ("momentum >= 1", _set("mixture.momentum", 1.0), "mixture.momentum"),
+    ("unknown carry mode", _set("mixture.carry_delta", "decay"), "mixture.carry_delta"),
     ("mixture lr not positive", _set("mixture.lr", 0), "mixture.lr"),
     ("optimizer lr not positive", _set("optimizer.lr", -1e-3), "optimizer.lr"),
     ("target weights of an unknown domain", _set("mixture.target_weights", {"poetry": 1.0}), "mixture.target_weights"),

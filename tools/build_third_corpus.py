@@ -17,13 +17,12 @@ Domains (sizes in MB of text; kernel_docs ~55% of the characters):
 """
 from __future__ import annotations
 
-import glob
 import html.parser
 import os
 import sys
 
 import build_corpus as bc  # tools/ is on sys.path when this file runs as a script
-from build_second_corpus import build_main
+from build_second_corpus import _files, build_main
 
 APT = {
     "linux-doc-6.1": "6.1.192-3",
@@ -35,10 +34,6 @@ APT = {
 bc.APT.update(APT)  # bc.Cache.apt looks the pinned version up there
 
 MB = {"kernel_docs": 4.0, "go_code": 1.5, "debian_ref": 0.8, "gnu_standards": 0.35, "bash_examples": 0.25}
-
-
-def _files(root: str, pattern: str) -> list[str]:
-    return sorted(p for p in glob.glob(os.path.join(root, pattern), recursive=True) if os.path.isfile(p))
 
 
 def src_kernel_docs(c: bc.Cache) -> list[str]:
