@@ -147,6 +147,7 @@ class PretrainRecipe:
             min_weight=float(mix.get("min_weight", 0.0)),
             smoothing=float(mix.get("smoothing", 0.0)),
             momentum=float(mix.get("momentum", 0.0)),
+            average_tail=float(mix.get("average_tail", 1.0)),
         )
 
     def _build_model(self) -> torch.nn.Module:
@@ -494,7 +495,7 @@ class PretrainRecipe:
             "episode_len": self.episode_len, "probe_steps": self.probe_steps,
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing, "momentum": self.mixture.momentum,
-            "carry_delta": getattr(self.estimator, "carry", None),
+            "average_tail": self.mixture.average_tail, "carry_delta": getattr(self.estimator, "carry", None),
             "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),
@@ -540,6 +541,7 @@ class PretrainRecipe:
                 [0] + [row["step"] for row in rows], [a.tolist() for a in self.mixture.history], self.domains,
                 out / "mixture_trajectory.png", title=f"{self.learner}: mixture weights over training",
                 average=self.mixture.average(self.max_steps).tolist(),
+                average_from=round(self.max_steps * (1 - self.mixture.average_tail)),
             )
         json_path, csv_path = self.final_eval.write(out)
         test_json, test_csv = self.final_test.write(out, stem="eval_test")
@@ -548,7 +550,9 @@ class PretrainRecipe:
               + self.final_eval.format_table())
         print("\nPer-domain TEST (final model; held out from every method, the reported figure):\n"
               + self.final_test.format_table())
-        print("\nMixture (last / trajectory average):")
+        tail = self.mixture.average_tail
+        print(f"\nMixture (last / trajectory average{'' if tail == 1 else f' over the last {tail:.0%} of the steps'}; "
+              "stage 2 trains on the average):")
         for d, a, b in zip(self.domains, self.mixture.last().tolist(), self.mixture.average(self.max_steps).tolist()):
             print(f"  {d:<14} {a:.4f}  {b:.4f}")
         if self.alpha_convergence:

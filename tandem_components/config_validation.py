@@ -144,6 +144,8 @@ SCHEMA: dict[str, Any] = {
         "momentum": Key(NUMBER, minimum=0),  # β of the average of Δ that α steps with (0: the last Δ), < 1
         # what a domain absent from a bounded probe contributes: neutral (each measurement moves α once) | last
         "carry_delta": Key(str, choices=CARRY_MODES),
+        # the fraction of the run, back from its end, the exported average covers (1: all of it), <= 1
+        "average_tail": Key(NUMBER, above=0),
         # global, like data.batch_size (each divisible by the number of ranks): the same config learns
         # the same α on 1 or 8 GPUs
         "probe_seqs_per_domain": Key(int, minimum=1),  # sequences of each probed domain in Δ's probe batch
@@ -454,6 +456,8 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
         raise TandemError(f"mixture.smoothing: expected 0 <= smoothing < 1, got {mix['smoothing']!r}")
     if mix.get("momentum", 0) >= 1:
         raise TandemError(f"mixture.momentum: expected 0 <= momentum < 1, got {mix['momentum']!r}")
+    if mix.get("average_tail", 1) > 1:
+        raise TandemError(f"mixture.average_tail: expected 0 < average_tail <= 1, got {mix['average_tail']!r}")
     if raw.get("fsdp_cpu_offload") and world_size == 1:
         raise TandemError("fsdp_cpu_offload: needs FSDP2, i.e. more than one rank (tune run --nproc_per_node N)")
     if mix["learner"] == "fixed" and mix.get("weights_from") is None and "weights" not in mix:

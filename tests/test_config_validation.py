@@ -113,6 +113,8 @@ BAD_CONFIGS = [
     ("smoothing >= 1", _set("mixture.smoothing", 1.0), "mixture.smoothing"),
     ("momentum >= 1", _set("mixture.momentum", 1.0), "mixture.momentum"),
     ("unknown carry mode", _set("mixture.carry_delta", "decay"), "mixture.carry_delta"),
+    ("average tail above 1", _set("mixture.average_tail", 1.5), "mixture.average_tail"),
+    ("average tail of 0", _set("mixture.average_tail", 0), "mixture.average_tail"),
     ("mixture lr not positive", _set("mixture.lr", 0), "mixture.lr"),
     ("optimizer lr not positive", _set("optimizer.lr", -1e-3), "optimizer.lr"),
     ("target weights of an unknown domain", _set("mixture.target_weights", {"poetry": 1.0}), "mixture.target_weights"),

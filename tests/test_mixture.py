@@ -193,6 +193,26 @@ def test_the_average_weighs_each_alpha_by_the_steps_trained_under_it():
     assert resumed.update_steps == [5, 15] and torch.equal(resumed.average(end_step=20), mix.average(end_step=20))
 
 
+def test_the_tail_average_covers_the_last_fraction_of_the_steps():
+    """Updates at steps 5 and 15 of a 20-step run, tail 0.5: steps 10-20 count, α_1 for 5 and α_2 for 5;
+    tail 0.3: steps 14-20, α_1 for 1 and α_2 for 5. Without steps: the last ceil(f (n + 1)) α's."""
+    mix = MixtureState(DOMAINS, initial=[0.4, 0.3, 0.2, 0.1], lr=0.05, average_tail=0.5)
+    mix.step(torch.tensor([0.1, 0.0, -0.1, 0.2]), at_step=5)
+    mix.step(torch.tensor([-0.3, 0.1, 0.0, 0.0]), at_step=15)
+    a0, a1, a2 = mix.history
+    assert torch.allclose(mix.average(end_step=20), (a1 + a2) / 2, atol=1e-15, rtol=0)
+    mix.average_tail = 0.3
+    assert torch.allclose(mix.average(end_step=20), (1 * a1 + 5 * a2) / 6, atol=1e-15, rtol=0)
+    assert torch.equal(mix.average(), a2)  # no steps: ceil(0.3 x 3) = 1 α
+    mix.average_tail = 0.5
+    assert torch.allclose(mix.average(), (a1 + a2) / 2, atol=1e-15, rtol=0)  # ceil(0.5 x 3) = 2 α's
+    mix.average_tail = 1.0
+    assert torch.allclose(mix.average(end_step=20), (5 * a0 + 10 * a1 + 5 * a2) / 20, atol=1e-15, rtol=0)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(TandemError, match="average_tail"):
+            MixtureState(DOMAINS, average_tail=bad)
+
+
 def test_state_dict_round_trip_through_weights_only_load():
     g = torch.Generator().manual_seed(4)
     kwargs = dict(lr=0.3, update="exponentiated_gradient", min_weight=0.01, smoothing=1e-3)

@@ -16,17 +16,20 @@ from tandem_components.atomic import atomic_path  # noqa: E402
 
 def plot_mixture_trajectory(
     steps: Sequence[int], alphas: Sequence[Sequence[float]], domains: Sequence[str], path: str | Path, title: str,
-    average: Sequence[float] | None = None,
+    average: Sequence[float] | None = None, average_from: int | None = None,
 ) -> Path:
     """Save a PNG of α_m(step) for every domain m. ``alphas[i]`` is α after the update at ``steps[i]``;
-    ``average`` (the exported trajectory average), if given, is drawn dashed in each domain's colour."""
+    ``average`` (the exported trajectory average), if given, is drawn dashed in each domain's colour, from
+    ``average_from`` (the first step it covers; default the first step) to the end."""
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for m, domain in enumerate(domains):
         (line,) = ax.plot(steps, [a[m] for a in alphas], label=domain, linewidth=1.6)
         if average is not None:
-            ax.axhline(average[m], color=line.get_color(), linestyle="--", linewidth=1, alpha=0.8)
+            start = steps[0] if average_from is None else average_from
+            ax.hlines(average[m], start, steps[-1], color=line.get_color(), linestyles="--", linewidth=1, alpha=0.8)
     if average is not None:  # one legend entry for every dashed line
-        ax.plot([], [], color="black", linestyle="--", linewidth=1, label="exported average")
+        label = "exported average" if not average_from else f"exported average (steps {average_from}-{steps[-1]})"
+        ax.plot([], [], color="black", linestyle="--", linewidth=1, label=label)
     ax.axhline(1.0 / len(domains), color="grey", linestyle=":", linewidth=1, label="uniform")
     ax.set_xlabel("training step")
     ax.set_ylabel("mixture weight α")

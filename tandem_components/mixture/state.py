@@ -103,6 +103,8 @@ class MixtureState:
         min_weight: floor on every α_m after each update, ``0 <= min_weight <= 1/M``.
         smoothing: eps in ``α <- (1 - eps) α + eps / M`` after each step, ``0 <= eps < 1``.
         momentum: β of the exponential average of Δ that α steps with, ``0 <= β < 1`` (0: the last Δ).
+        average_tail: the fraction of the run, counted back from its end, that ``average`` covers,
+            ``0 < f <= 1`` (1: the whole trajectory, as DoReMi exports; 0.5: its second half) [project].
 
     Attributes:
         history: α after each update, ``history[0]`` = α_0; each (M,) float64.
@@ -111,7 +113,11 @@ class MixtureState:
     ``average(end_step)`` weighs each α of ``history`` by the training steps the proxy took under it:
     α_0 from step 0 to the first update, α_i from update i to update i + 1, the last α until ``end_step``
     (the steps are those passed to ``step(..., at_step=)``). Without steps or ``end_step`` it is the plain
-    mean of ``history``. Either way a convex combination, so it stays on the floored simplex.
+    mean of ``history``. Either way a convex combination, so it stays on the floored simplex. With
+    ``average_tail`` f < 1 only the last fraction f of the steps (of the updates, without steps) counts.
+    Why the tail: α starts at α_0 and takes a good part of the run to leave it; a whole-run average of an
+    iterate still moving is pulled back toward α_0, by the same amount in every seed (docs/METHOD.md,
+    "the exported average").
 
     On ``load_state_dict`` the trajectory is restored and the domain list must match; the
     hyperparameters (lr, update, min_weight, smoothing) are the ones this object was constructed with, so
@@ -127,6 +133,7 @@ class MixtureState:
         min_weight: float = 0.0,
         smoothing: float = 0.0,
         momentum: float = 0.0,
+        average_tail: float = 1.0,
     ):
         if isinstance(domains, str) or not isinstance(domains, Sequence) or len(domains) == 0:
             raise TandemError(f"domains: expected a non-empty list of domain names, got {domains!r}")
@@ -151,6 +158,9 @@ class MixtureState:
         momentum = _finite_float(momentum, "momentum")
         if not 0.0 <= momentum < 1.0:
             raise TandemError(f"momentum: expected 0 <= momentum < 1, got {momentum}")
+        average_tail = _finite_float(average_tail, "average_tail")
+        if not 0.0 < average_tail <= 1.0:
+            raise TandemError(f"average_tail: expected 0 < average_tail <= 1, got {average_tail}")
 
         if initial is None:
             alpha = torch.full((m,), 1.0 / m, dtype=torch.float64)
@@ -172,6 +182,7 @@ class MixtureState:
         self.min_weight = min_weight
         self.smoothing = smoothing
         self.momentum = momentum
+        self.average_tail = average_tail
         self.velocity = torch.zeros(m, dtype=torch.float64)  # the exponential average of Δ (momentum > 0)
         self._alpha = alpha
         self.history: list[torch.Tensor] = [alpha.clone()]
@@ -194,17 +205,21 @@ class MixtureState:
 
     def average(self, end_step: int | None = None) -> torch.Tensor:
         """Trajectory average, (M,) float64: each α weighted by the steps trained under it (up to
-        ``end_step``) when every update's step is known, else (α_0 + α_1 + ... + α_n) / (n + 1).
+        ``end_step``) when every update's step is known, else (α_0 + α_1 + ... + α_n) / (n + 1); over the
+        last ``average_tail`` of the run only.
 
-        Why: α_0 is used for K steps only (the first update comes at the end of the first probe), and
-        the last α for whatever is left of the run; a plain mean counts each as a full episode."""
+        Why by steps: α_0 is used for K steps only (the first update comes at the end of the first
+        probe), and the last α for whatever is left of the run; a plain mean counts each as a full episode."""
         history = torch.stack(self.history)
         if end_step is None or not self.update_steps or len(self.update_steps) != self.num_updates:
-            return history.mean(dim=0)
-        bounds = [0, *self.update_steps, max(int(end_step), self.update_steps[-1])]
-        durations = torch.tensor([b - a for a, b in zip(bounds, bounds[1:])], dtype=torch.float64)
-        if float(durations.sum()) <= 0:  # every update at step 0
-            return history.mean(dim=0)
+            keep = max(1, math.ceil(self.average_tail * len(history) - 1e-9))
+            return history[-keep:].mean(dim=0)
+        bounds = torch.tensor([0, *self.update_steps, max(int(end_step), self.update_steps[-1])], dtype=torch.float64)
+        start = float(bounds[-1]) * (1.0 - self.average_tail)
+        bounds = bounds.clamp(min=start)
+        durations = bounds[1:] - bounds[:-1]
+        if float(durations.sum()) <= 0:  # every update at the last step
+            return history[-1].clone() if self.average_tail < 1.0 else history.mean(dim=0)
         return (durations[:, None] * history).sum(dim=0) / durations.sum()
 
     def as_dict(self, which: str = "last", end_step: int | None = None) -> dict[str, float]:
@@ -263,6 +278,7 @@ class MixtureState:
             "min_weight": self.min_weight,
             "smoothing": self.smoothing,
             "momentum": self.momentum,
+            "average_tail": self.average_tail,
             "velocity": self.velocity.clone(),
         }
 
