@@ -9,6 +9,12 @@ Steps, in order:
   4. tokenize every split, each document followed by EOS, into ``<output_dir>/<domain>/{train,val,test}.bin``;
   5. write ``index.json`` and rename the finished directory onto ``output_dir``.
 
+A domain with ``target: true`` is a **target**: text the user wants the mixture to serve (a small sample
+of it), with ``val`` (and optionally ``test``) sources and no ``train``. Its val and test shards are
+written like any domain's and ``index.json`` marks it ``"role": "target"``; the mixture never samples it.
+The tokenizer is trained on the training domains' train splits only: a target changes no source's
+tokens, as a user's real model's tokenizer has not seen the target either.
+
 The ``test`` split is the one no method may see (the table's split): a domain's own ``test`` source, or,
 when it has none, carved deterministically out of its val documents (``test_fraction`` of the distinct
 val documents, chosen by sha256 so that duplicates stay together; a val document that also occurs in
@@ -32,7 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from tandem_components.data import (
-    DEFAULT_SAMPLE_BYTES_PER_DOMAIN, DEFAULT_TEXT_FIELD, DEFAULT_VOCAB_SIZE, SPLITS, SplitStats, TandemTokenizer,
+    DEFAULT_SAMPLE_BYTES_PER_DOMAIN, DEFAULT_TEXT_FIELD, DEFAULT_VOCAB_SIZE, SPLITS, TARGET_SPLITS, SplitStats,
+    TandemTokenizer,
     building_dataset_dir, check_source, check_vocab_fits, copy_tokenizer, iter_documents, make_index, shard_dtype,
     tandem_tokenizer, tokenizer_sha256, train_bpe, write_index, write_split,
 )
@@ -41,7 +48,7 @@ from tandem_components.torchtune_api import config
 
 TOP_LEVEL_KEYS = {"output_dir", "dtype", "tokenizer", "domains", "text_field", "cache_dir", "test_fraction"}
 REQUIRED_TOP_LEVEL_KEYS = {"output_dir", "dtype", "tokenizer", "domains"}
-DOMAIN_KEYS = {"name", "train", "val", "test", "text_field"}
+DOMAIN_KEYS = {"name", "train", "val", "test", "text_field", "target"}
 #: share of a domain's distinct val documents that becomes its test split when it has no test source
 DEFAULT_TEST_FRACTION = 0.5
 TRAIN_KEYS = {"vocab_size", "sample_bytes_per_domain"}
@@ -57,6 +64,11 @@ class DomainSpec:
     name: str
     sources: dict[str, Any]  # split -> source (path / glob / list / {hf_dataset: ...}); test optional
     text_field: str
+    target: bool = False  # val/test only, never trained on
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return TARGET_SPLITS if self.target else SPLITS
 
     @property
     def test_carved(self) -> bool:
@@ -104,6 +116,7 @@ class PrepareDataRecipe:
                 tokenizer_sha256=tokenizer_sha256(build_dir / "tokenizer.json"),
                 splits_by_domain=stats,
                 test_sources={d.name: self._test_source_note(d) for d in self.domains},
+                targets={d.name for d in self.domains if d.target},
             )
             write_index(build_dir, index)
         print(_format_table(stats))
@@ -143,7 +156,7 @@ class PrepareDataRecipe:
                     total += len(doc.encode("utf-8"))
                     digests[split].add(_digest(doc))
             if domain.test_carved:
-                self._test_hashes[domain.name] = self._carve_test(domain, digests["val"], digests["train"])
+                self._test_hashes[domain.name] = self._carve_test(domain, digests["val"], digests.get("train", set()))
         return total
 
     def _carve_test(self, domain: DomainSpec, val: set[bytes], train: set[bytes]) -> set[bytes]:
@@ -163,7 +176,7 @@ class PrepareDataRecipe:
         if self.tokenizer_path is None:
             print(f"training a {self.train_options['vocab_size']}-token byte-level BPE on a balanced sample", flush=True)
             train_bpe(
-                {d.name: self._documents(d, "train") for d in self.domains},
+                {d.name: self._documents(d, "train") for d in self.domains if not d.target},
                 out_path=build_dir / "tokenizer.json",
                 **self.train_options,
             )
@@ -178,7 +191,7 @@ class PrepareDataRecipe:
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", dynamic_ncols=True) as progress:
             for domain in self.domains:
                 stats[domain.name] = {}
-                for split in SPLITS:
+                for split in domain.splits:
                     progress.set_postfix_str(f"{domain.name}/{split}")
                     batches = _encoded_batches(tokenizer, self._documents(domain, split), progress)
                     stats[domain.name][split] = write_split(build_dir, domain.name, split, batches, self.dtype)
@@ -236,19 +249,27 @@ def _parse_domains(entries: Any, default_text_field: str) -> list[DomainSpec]:
     for i, entry in enumerate(entries):
         name = entry.get("name") if isinstance(entry, dict) else None
         where = f"domains[{i}]" + (f" ({name})" if isinstance(name, str) else "")
-        _check_keys(where, entry, DOMAIN_KEYS, {"name", "train", "val"})
+        target = entry.get("target", False) if isinstance(entry, dict) else False
+        if not isinstance(target, bool):
+            raise TandemError(f"{where}.target: expected true or false, got {target!r}")
+        if target and "train" in entry:
+            raise TandemError(f"{where}.train: a target domain is never trained on (remove train, or target: false)")
+        _check_keys(where, entry, DOMAIN_KEYS, {"name", "val"} if target else {"name", "train", "val"})
         name = _nonempty_str(f"{where}.name", name)
         if "/" in name or "\\" in name or name.startswith("."):
             raise TandemError(f"{where}.name: expected a plain directory name, got {name!r}")
         if name in {d.name for d in domains}:
-            raise TandemError(f"{where} {entry['train']}: domain {name!r} is listed twice (list each domain once)")
-        for split in SPLITS:
+            raise TandemError(f"{where} {entry.get('train') or entry.get('val')}: domain {name!r} is listed twice (list each domain once)")
+        for split in TARGET_SPLITS if target else SPLITS:
             if split == "test" and "test" not in entry:
                 continue  # carved out of val
             if entry[split] in ("", []):
                 raise TandemError(f"{where} ({name}).{split}: empty source (expected a file, glob or hf_dataset)")
         text_field = _nonempty_str(f"{where}.text_field", entry.get("text_field") or default_text_field)
-        domains.append(DomainSpec(name=name, sources={s: entry[s] for s in SPLITS if s in entry}, text_field=text_field))
+        domains.append(DomainSpec(name=name, sources={s: entry[s] for s in SPLITS if s in entry}, text_field=text_field,
+                                  target=target))
+    if all(d.target for d in domains):
+        raise TandemError("domains: every domain is a target; at least one needs a train split to train on")
     return domains
 
 
@@ -279,7 +300,7 @@ def _format_table(stats: dict[str, dict[str, SplitStats]]) -> str:
               "test tokens", "bytes/token")
     rows = []
     for domain, splits in stats.items():
-        train, val, test = splits["train"], splits["val"], splits["test"]
+        train, val, test = splits.get("train", SplitStats(file="")), splits["val"], splits["test"]
         rows.append([domain, train.documents, val.documents, test.documents, train.bytes + val.bytes + test.bytes,
                      train.tokens + val.tokens + test.tokens, train.tokens, val.tokens, test.tokens])
     rows.append(["total", *(sum(row[i] for row in rows) for i in range(1, 9))])

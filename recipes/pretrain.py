@@ -131,17 +131,20 @@ class PretrainRecipe:
 
     def _setup_data(self) -> None:
         self.corpus = ShardedCorpus.open(self.cfg.data.shards)
-        self.domains = self.corpus.domains
+        self.domains = self.corpus.domains  # α covers these: the domains with a train split
+        self.targets = self.corpus.targets  # val/test only: read by L_val and scored, never sampled
+        self.eval_domains = [*self.domains, *self.targets]  # every domain with val and test splits
         self.train_tokens = [self.corpus.tokens(d, "train") for d in self.domains]
-        self.val_tokens = [self.corpus.tokens(d, "val") for d in self.domains]
-        self.test_tokens = [self.corpus.tokens(d, "test") for d in self.domains]  # final evaluation only
+        self.val_tokens = [self.corpus.tokens(d, "val") for d in self.eval_domains]
+        self.test_tokens = [self.corpus.tokens(d, "test") for d in self.eval_domains]  # final evaluation only
         self.natural_tokens = [self.corpus.num_tokens(d, "train") for d in self.domains]
 
     def _setup_mixture(self) -> None:
         mix = self.cfg.mixture
         self.mixture = MixtureState(
             self.domains,
-            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens),
+            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens,
+                                            targets=self.targets),
             lr=float(mix.get("lr", 1.0)),
             update=mix.get("update", "projected_gradient"),
             min_weight=float(mix.get("min_weight", 0.0)),
@@ -192,18 +195,20 @@ class PretrainRecipe:
                 self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward,
                 probe_micro_batch=self.batch_size, reference_step=cfg.mixture.get("reference_step", "split"),
                 validation_weight=float(cfg.mixture.get("validation_weight", 1.0)), carry=carry,
+                num_val_domains=len(self.eval_domains),
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,
                                              reference_path=str(self.doremi_reference_path), carry=carry)
         elif self.learner == "doge":
             self.estimator = DoGEEstimator(self.model, m, val_batches=lambda: next(self.val_iter).to(self.device),
-                                           forward=self.forward, carry=carry)
+                                           forward=self.forward, carry=carry, num_val_domains=len(self.eval_domains))
         else:
             self.estimator = FixedEstimator(m)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info(f"model: {n_params / 1e6:.2f}M parameters (this rank); learner: {self.learner}; "
-                 f"domains: {self.domains}; ranks: {self.world_size}")
+                 f"domains: {self.domains}{f'; target domains (val only): {self.targets}' if self.targets else ''}; "
+                 f"ranks: {self.world_size}")
 
     def _doremi_reference(self) -> torch.nn.Module:
         """DoReMi's reference: trained once on a fixed mixture (default uniform), then frozen.
@@ -246,7 +251,7 @@ class PretrainRecipe:
         )
         self.val_loader = self.probe_sampler = None
         if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient; Δ's probe
-            target = resolve_target_weights(cfg.mixture.get("target_weights"), self.domains)
+            target = resolve_target_weights(cfg.mixture.get("target_weights"), self.eval_domains, self.targets)
             self.val_loader = WeightedDomainLoader(
                 self.val_tokens, target, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
                 self.seq_len, seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
@@ -405,7 +410,7 @@ class PretrainRecipe:
 
     def _evaluate(self, step: int):
         result = evaluate_per_domain(
-            self.model, self.eval_batches, self.domains, int(self.cfg.eval.batch_size), step=step,
+            self.model, self.eval_batches, self.eval_domains, int(self.cfg.eval.batch_size), step=step,
             device=self.device, forward=self.forward,
         )
         if self.metric_logger is not None:
@@ -415,7 +420,7 @@ class PretrainRecipe:
     def _evaluate_test(self):
         """The reported figure: per-domain loss on the test split, which nothing in training reads."""
         result = evaluate_per_domain(
-            self.model, self.test_batches, self.domains, int(self.cfg.eval.batch_size), step=self.max_steps,
+            self.model, self.test_batches, self.eval_domains, int(self.cfg.eval.batch_size), step=self.max_steps,
             device=self.device, forward=self.forward, split="test",
         )
         if self.metric_logger is not None:

@@ -91,6 +91,8 @@ class SFTRecipe(PretrainRecipe):
                   "response_field": data.get("response_field", "response")}
         categories = OmegaConf.to_container(data.categories, resolve=True)
         self.domains = list(categories)
+        self.targets: list[str] = []  # a validation-only category: not yet (every category has a train split)
+        self.eval_domains = self.domains
         digest = hashlib.sha256(json.dumps([fields, self.chat_format.name, self.chat_format.system]).encode())
         self.examples: dict[str, list] = {s: [] for s in SPLITS}  # split -> per category
         self.raw_test = []

@@ -528,13 +528,11 @@ def _check_shards(raw: dict[str, Any]) -> ShardedCorpus:
             f"(shards in {corpus.path})"
         )
     need = data["seq_len"] + 1
-    for domain in corpus.domains:
-        for split in ("train", "val"):
-            n = corpus.num_tokens(domain, split)
-            if n < need:
-                raise TandemError(
-                    f"data.seq_len: domain {domain!r} {split} has {n} tokens, fewer than seq_len + 1 = {need}"
-                )
+    splits = [*((d, s) for d in corpus.domains for s in ("train", "val")), *((t, "val") for t in corpus.targets)]
+    for domain, split in splits:
+        n = corpus.num_tokens(domain, split)
+        if n < need:
+            raise TandemError(f"data.seq_len: domain {domain!r} {split} has {n} tokens, fewer than seq_len + 1 = {need}")
     return corpus
 
 
@@ -562,7 +560,8 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
         natural = [data["total_token_budget"] * n // max(sum(natural), 1) for n in natural]
     run_tokens = raw["max_steps"] * data["batch_size"] * data["seq_len"]
     try:
-        initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural, run_tokens=run_tokens)
+        initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural, run_tokens=run_tokens,
+                                          targets=corpus.targets)
     except TandemError as e:  # the export's own messages name its path: name the key as well
         if mix.get("weights_from") and not str(e).startswith("mixture."):
             raise TandemError(f"mixture.weights_from: {e}") from None
@@ -575,7 +574,7 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
         low = [d for d, w in zip(domains, initial.tolist()) if w < min_weight - 1e-6]
         raise TandemError(f"{source}: weight of {low} below mixture.min_weight={min_weight}")
     if LEARNERS[mix["learner"]].uses_validation_batches:
-        resolve_target_weights(mix.get("target_weights"), domains)
+        resolve_target_weights(mix.get("target_weights"), [*domains, *corpus.targets], corpus.targets)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tandem_components.data.shards import ShardedCorpus
+from tandem_components.errors import TandemError
 from tests.conftest import EMBEDDED_DIR, REPO_ROOT
 
 RECIPE = REPO_ROOT / "recipes" / "prepare_data.py"
@@ -68,6 +69,31 @@ def test_recipe_prepares_the_fixture_corpus_and_fails_cleanly_through_tune(fixtu
     assert processes[1].returncode == 2, bad_err
     _assert_one_line_naming(bad_err, expected)
     assert not (tmp_path / "bad" / "out").exists()
+
+
+def test_a_target_domain_gets_val_and_test_shards_and_changes_no_source(fixture_corpus, tmp_path):
+    """``target: true``: val and (carved) test shards, ``"role": "target"`` in the index, outside
+    ``corpus.domains``; the tokenizer and every source's shards are those of the corpus without it."""
+    target = "legal"
+    entries = domain_entries(fixture_corpus)
+    sources = [e for e in entries if e["name"] != target]
+    with_target = [*sources, {"name": target, "val": entries[[e["name"] for e in entries].index(target)]["val"],
+                              "target": True}]
+    prepare = RECIPE_NAMESPACE["PrepareDataRecipe"]
+    prepare(OmegaConf.create(yaml.safe_load(write_config(tmp_path / "a.yaml", with_target, tmp_path / "a").read_text()))).run()
+    prepare(OmegaConf.create(yaml.safe_load(write_config(tmp_path / "b.yaml", sources, tmp_path / "b").read_text()))).run()
+    corpus, plain = ShardedCorpus.open(tmp_path / "a"), ShardedCorpus.open(tmp_path / "b")
+    assert corpus.domains == [e["name"] for e in sources] and corpus.targets == [target]
+    entry = next(d for d in json.loads((tmp_path / "a" / "index.json").read_text())["domains"] if d["name"] == target)
+    assert entry["role"] == "target" and sorted(entry["splits"]) == ["test", "val"]
+    assert corpus.num_tokens(target, "val") > 0 and corpus.num_tokens(target, "test") > 0
+    assert not (tmp_path / "a" / target / "train.bin").exists()
+    with pytest.raises(TandemError, match="target domain"):
+        corpus.tokens(target, "train")
+    assert corpus.tokenizer_sha256 == plain.tokenizer_sha256
+    for domain in plain.domains:
+        for split in ("train", "val", "test"):
+            assert corpus.stats(domain, split)["sha256"] == plain.stats(domain, split)["sha256"]
 
 
 def _assert_one_line_naming(stderr: str, expected: list[str]) -> None:
@@ -171,6 +197,27 @@ def _trained_vocab_too_big(corpus, d):
     return config, [], ["tokenizer.train.vocab_size", "70000", "uint16"]
 
 
+def _target_with_train(corpus, d):
+    entries = domain_entries(corpus, legal={"target": True})
+    return write_config(d / "c.yaml", entries, d / "out"), [], ["(legal).train", "target domain is never trained on"]
+
+
+def _target_without_val(corpus, d):
+    entries = domain_entries(corpus, legal={"target": True, "val": None})
+    del entries[[e["name"] for e in entries].index("legal")]["train"]
+    return write_config(d / "c.yaml", entries, d / "out"), [], ["(legal)", "missing", "val"]
+
+
+def _target_not_a_bool(corpus, d):
+    entries = domain_entries(corpus, legal={"target": "yes"})
+    return write_config(d / "c.yaml", entries, d / "out"), [], ["(legal).target", "true or false", "'yes'"]
+
+
+def _every_domain_a_target(corpus, d):
+    entries = [{"name": e["name"], "val": e["val"], "target": True} for e in domain_entries(corpus)]
+    return write_config(d / "c.yaml", entries, d / "out"), [], ["domains", "every domain is a target"]
+
+
 BAD_CASES = [
     BadCase("missing-file", _missing_file),
     BadCase("empty-domain", _empty_domain),
@@ -183,6 +230,10 @@ BAD_CASES = [
     BadCase("unknown-key-override", _unknown_key_override),
     BadCase("domain-without-val", _domain_without_val),
     BadCase("trained-vocab-too-big-for-uint16", _trained_vocab_too_big),
+    BadCase("target-with-train", _target_with_train),
+    BadCase("target-without-val", _target_without_val),
+    BadCase("target-not-a-bool", _target_not_a_bool),
+    BadCase("every-domain-a-target", _every_domain_a_target),
 ]
 
 

@@ -137,6 +137,12 @@ def _copy_dataset(prepared: ShardedCorpus, dest: Path) -> Path:
         (dest / name).write_bytes((prepared.path / name).read_bytes())
     return dest
 
+def _edit_index(dataset: Path, edit) -> None:
+    index = json.loads((dataset / "index.json").read_text())
+    edit(index)
+    (dataset / "index.json").write_text(json.dumps(index))
+
+
 @pytest.mark.parametrize(
     "damage, culprit",
     [
@@ -145,8 +151,11 @@ def _copy_dataset(prepared: ShardedCorpus, dest: Path) -> Path:
         (lambda d: (d / "index.json").write_text(json.dumps({"format_version": 1})), "index.json"),
         (lambda d: (d / "code" / "val.bin").unlink(), "code/val.bin"),
         (lambda d: (d / "code" / "val.bin").write_bytes(b"\x00" * 3), "code/val.bin"),
+        (lambda d: _edit_index(d, lambda i: i["domains"][0].update(role="target")), "index.json"),  # with a train split
+        (lambda d: _edit_index(d, lambda i: [e.update(role="target") for e in i["domains"]]), "index.json"),
     ],
-    ids=["no-index", "corrupt-index", "incomplete-index", "missing-bin", "wrong-size-bin"],
+    ids=["no-index", "corrupt-index", "incomplete-index", "missing-bin", "wrong-size-bin", "target-with-train",
+         "every-domain-a-target"],
 )
 def test_open_names_the_bad_file(prepared, tmp_path, damage, culprit):
     copy = _copy_dataset(prepared, tmp_path / "D")

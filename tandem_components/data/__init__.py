@@ -24,6 +24,7 @@ from tandem_components.data.sft_data import (
 from tandem_components.data.sft_loader import PerCategorySampler, WeightedExampleLoader, eval_example_batches
 from tandem_components.data.shards import (
     SPLITS,
+    TARGET_SPLITS,
     ShardedCorpus,
     SplitStats,
     building_dataset_dir,
@@ -76,6 +77,7 @@ __all__ = [
     "PerCategorySampler",
     "eval_example_batches",
     "SPLITS",
+    "TARGET_SPLITS",
     "SplitStats",
     "building_dataset_dir",
     "check_vocab_fits",

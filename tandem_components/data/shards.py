@@ -16,6 +16,11 @@ Layout of a prepared dataset directory ``D``::
                   "bytes": <utf-8 bytes of the raw text>, "tokens": T, "sha256": "<hex of the .bin>"},
                   "val": {...}, "test": {...}}, "test_source": "given" | "carved from val (...)"}, ...]}
 
+A **target** domain (``"role": "target"``) has val and test splits only: text a user wants the mixture
+to serve, never trained on. The mixture α covers the other domains (``ShardedCorpus.domains``); the
+targets (``ShardedCorpus.targets``) are read by the methods' validation objective and scored by the
+evaluation. An index without roles (every corpus before targets) reads as training domains only.
+
 ``domains`` is a list so that the domain order survives sorted keys. ``index_sha256`` (sha256 of the
 canonical bytes) identifies a prepared dataset in exports.
 
@@ -44,6 +49,8 @@ from tandem_components.errors import TandemError
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 SPLITS = ("train", "val", "test")
+TARGET_SPLITS = ("val", "test")
+TARGET_ROLE = "target"
 SHARD_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
@@ -121,8 +128,10 @@ def make_index(
     tokenizer_sha256: str,
     splits_by_domain: dict[str, dict[str, SplitStats]],
     test_sources: dict[str, str] | None = None,
+    targets: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The ``index.json`` content (domains in the given order)."""
+    """The ``index.json`` content (domains in the given order; ``targets``: the target-only domains, marked
+    ``"role": "target"``; a training domain carries no role, so an index without targets is unchanged)."""
     return {
         "format_version": FORMAT_VERSION,
         "dtype": dtype_name,
@@ -132,7 +141,8 @@ def make_index(
         "tokenizer_sha256": tokenizer_sha256,
         "domains": [
             {"name": domain, "splits": {split: asdict(stats) for split, stats in splits.items()},
-             **({"test_source": test_sources[domain]} if test_sources and domain in test_sources else {})}
+             **({"test_source": test_sources[domain]} if test_sources and domain in test_sources else {}),
+             **({"role": TARGET_ROLE} if domain in targets else {})}
             for domain, splits in splits_by_domain.items()
         ],
     }
@@ -186,7 +196,8 @@ class ShardedCorpus:
 
     Attributes:
         path: the dataset directory ``D``.
-        domains: domain names in index order.
+        domains: the training domains' names (those with a train split; α covers them), in index order.
+        targets: the target-only domains' names (val and test only), in index order.
         dtype: token dtype of the ``.bin`` files.
         eos_id, vocab_size, tokenizer_sha256: from ``index.json``.
         index_sha256: sha256 of the canonical ``index.json`` bytes (provenance for exports).
@@ -195,7 +206,8 @@ class ShardedCorpus:
     def __init__(self, path: Path, index: dict[str, Any]):
         self.path = path
         self.index = index
-        self.domains: list[str] = [d["name"] for d in index["domains"]]
+        self.domains: list[str] = [d["name"] for d in index["domains"] if d.get("role") != TARGET_ROLE]
+        self.targets: list[str] = [d["name"] for d in index["domains"] if d.get("role") == TARGET_ROLE]
         self.dtype: np.dtype = SHARD_DTYPES[index["dtype"]]
         self.eos_id: int = index["eos_id"]
         self.vocab_size: int = index["vocab_size"]
@@ -210,7 +222,7 @@ class ShardedCorpus:
         path = Path(path)
         index = _load_index(path / INDEX_NAME)
         corpus = cls(path, index)
-        for domain in corpus.domains:
+        for domain in [*corpus.domains, *corpus.targets]:
             for split in corpus._splits[domain]:
                 corpus._check_bin_size(domain, split)
         return corpus
@@ -240,6 +252,8 @@ class ShardedCorpus:
     def _entry(self, domain: str, split: str) -> dict[str, Any]:
         if domain not in self._splits:
             raise TandemError(f"{self.path / INDEX_NAME}: no domain {domain!r} (domains: {self.domains})")
+        if split == "train" and domain in self.targets:
+            raise TandemError(f"{self.path / INDEX_NAME}: {domain!r} is a target domain: it has no train split")
         if split not in self._splits[domain]:
             raise TandemError(
                 f"{self.path / INDEX_NAME}: domain {domain!r} has no split {split!r} (written by an older"
@@ -287,6 +301,14 @@ def _validate_index(index: dict[str, Any]) -> None:
     for domain in index["domains"]:
         if not isinstance(domain["name"], str) or not isinstance(domain["splits"], dict):
             raise ValueError("a domain needs a name and splits")
+        role = domain.get("role")
+        if role not in (None, TARGET_ROLE):
+            raise ValueError(f"domain {domain['name']!r}: role {role!r} (expected {TARGET_ROLE!r} or none)")
+        if role == TARGET_ROLE and ("train" in domain["splits"] or "val" not in domain["splits"]):
+            raise ValueError(f"target domain {domain['name']!r}: expected val and test splits only")
+    if all(domain.get("role") == TARGET_ROLE for domain in index["domains"]):
+        raise ValueError("every domain is a target: at least one needs a train split")
+    for domain in index["domains"]:
         for entry in domain["splits"].values():
             if not isinstance(entry["file"], str) or not isinstance(entry["tokens"], int) or entry["tokens"] < 0:
                 raise ValueError(f"domain {domain['name']!r}: bad split entry")

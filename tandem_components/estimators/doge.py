@@ -89,6 +89,7 @@ class DoGEEstimator(PerDomainSignalEstimator):
         val_batches: Callable[[], Any],
         forward: Callable[..., DomainLosses] = model_domain_losses,
         carry: str = "neutral",
+        num_val_domains: int | None = None,
     ):
         if not callable(val_batches):
             kind = type(val_batches).__name__
@@ -96,6 +97,7 @@ class DoGEEstimator(PerDomainSignalEstimator):
         self.proxy = proxy
         super().__init__(int(num_domains), carry=carry)
         self.val_batches = val_batches
+        self.num_val_domains = int(num_val_domains or num_domains)  # training domains, then any targets
         self.forward = forward
 
     def _domain_holders(self, probe_batch, device) -> torch.Tensor:
@@ -116,7 +118,7 @@ class DoGEEstimator(PerDomainSignalEstimator):
             with torch.enable_grad():
                 for p in params:
                     p.grad = None
-                val = self.forward(self.proxy, self.val_batches(), self.num_domains)
+                val = self.forward(self.proxy, self.val_batches(), self.num_val_domains)
                 val.mean.backward()
                 # keep the validation gradient by reference (no copy); the next backward allocates anew
                 val_grads = [None if p.grad is None else local_shard(p.grad).detach() for p in params]

@@ -79,8 +79,11 @@ class TandemEstimator(PerDomainSignalEstimator):
         forward: Callable[..., DomainLosses] = model_domain_losses,
         probe_micro_batch: int | None = None,
         carry: str = "neutral",
+        num_val_domains: int | None = None,
     ):
         super().__init__(num_domains, carry=carry)
+        # the validation batches' domains: the M training domains, then any target (val-only) domains
+        self.num_val_domains = int(num_val_domains or num_domains)
         # The paired probe batch holds M x probe_seqs_per_domain sequences (7x a training batch in the
         # tiny config): forwarding it in pieces keeps stage 1's peak memory near two models' worth.
         self.probe_micro_batch = probe_micro_batch
@@ -109,7 +112,7 @@ class TandemEstimator(PerDomainSignalEstimator):
         metrics = {}
         val_grads = None
         if self.validation_weight:  # the val gradient first, at the same w as the train gradient
-            val = self.forward(reference, val_batch, self.num_domains)
+            val = self.forward(reference, val_batch, self.num_val_domains)
             val.global_mean().backward()
             self._clip(reference)
             val_grads = [p.grad for p in reference.parameters()]
@@ -128,7 +131,7 @@ class TandemEstimator(PerDomainSignalEstimator):
     def _joint_step(self, train_batch, val_batch) -> dict[str, float]:
         reference, optimizer = self.twins.reference, self.twins.reference_optimizer
         train = self.forward(reference, train_batch, self.num_domains)
-        val = self.forward(reference, val_batch, self.num_domains)
+        val = self.forward(reference, val_batch, self.num_val_domains)
         loss = self.validation_weight * val.global_mean() + self.gamma * train.global_mean()
         loss.backward()
         self._clip(reference)

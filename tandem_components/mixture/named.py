@@ -11,8 +11,9 @@
 ``mixture.weights_from`` (a stage-1 ``mixture.yaml``) takes precedence, with ``mixture.use`` choosing
 its ``last`` or ``average`` weights.
 
-``mixture.target_weights`` says which validation domains the learner optimises for (L_val); missing
-domains get 0, the default is uniform over all domains.
+``mixture.target_weights`` says which validation domains the learner optimises for (L_val): training
+domains and target domains (val/test only, never in α) alike; missing domains get 0. The default is
+uniform over the target domains when the corpus has any, else uniform over all domains.
 """
 
 from __future__ import annotations
@@ -118,23 +119,40 @@ def named_or_mapping_weights(
 
 
 def resolve_initial_weights(
-    mix: DictConfig, domains: Sequence[str], natural_tokens: Sequence[int], run_tokens: int | None = None
+    mix: DictConfig, domains: Sequence[str], natural_tokens: Sequence[int], run_tokens: int | None = None,
+    targets: Sequence[str] = (),
 ) -> torch.Tensor:
     """α_0 (or the fixed α) as an (M,) float64 vector in domain order; ``run_tokens``: the run's N
-    (max_steps * batch_size * seq_len * world_size), needed by ``unimax``."""
+    (max_steps * batch_size * seq_len * world_size), needed by ``unimax``; ``targets``: the corpus's
+    target domains, which α never covers (named in a mapping, they get their own message)."""
     source = mix.get("weights_from")
     if source:
         weights, _ = read_mixture_export(source, use=mix.get("use", "average"))
+        _refuse_targets(weights, targets, str(source), domains)
         return weights_vector(weights, domains, source=str(source))
+    spec = _plain(mix.get("weights", "uniform"))
+    if isinstance(spec, Mapping):
+        _refuse_targets(spec, targets, "mixture.weights", domains)
     return named_or_mapping_weights(
-        mix.get("weights", "uniform"), domains, natural_tokens, key="mixture.weights",
+        spec, domains, natural_tokens, key="mixture.weights",
         temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"), run_tokens=run_tokens,
     )
 
 
-def resolve_target_weights(spec: Any, domains: Sequence[str]) -> torch.Tensor:
-    """Weights of the validation objective L_val over domains (default uniform)."""
+def _refuse_targets(weights: Mapping, targets: Sequence[str], source: str, domains: Sequence[str]) -> None:
+    named = [d for d in weights if d in set(targets)]
+    if named:
+        raise TandemError(f"{source}: {named} is a target domain (val/test only, never trained on); the mixture "
+                          f"covers the training domains {list(domains)}")
+
+
+def resolve_target_weights(spec: Any, domains: Sequence[str], targets: Sequence[str] = ()) -> torch.Tensor:
+    """Weights of the validation objective L_val over ``domains`` (every domain with a val split: the
+    training domains, then the ``targets``). Default: uniform over the targets if there are any, else over
+    all; ``uniform``: over all."""
     spec = _plain(spec)
+    if spec is None and targets:
+        return torch.tensor([1.0 / len(targets) if d in set(targets) else 0.0 for d in domains], dtype=torch.float64)
     if spec is None or spec == "uniform":
         return torch.full((len(domains),), 1.0 / len(domains), dtype=torch.float64)
     if not isinstance(spec, Mapping) or not spec:

@@ -1,0 +1,94 @@
+"""Target domains (val/test only) through the real pretraining recipe: α covers the training domains alone
+and the loader never draws a target; the validation batches TANDEM's reference and DoGE's gradient read
+come from the target; the target is evaluated on val and test; bad input is refused in one line.
+
+The corpus: the small real-text fixture corpus (code, legal, tech_docs) with legal as a target domain,
+prepared by the real prepare_data recipe with the fixture tokenizer."""
+
+from __future__ import annotations
+
+import json
+import runpy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tandem_components.data.shards import ShardedCorpus
+from tandem_components.errors import TandemError
+from tests.conftest import REPO_ROOT
+from tests.recipe_runner import TINY, run_in_process
+
+STAGE1 = "configs/pretrain/tiny_stage1.yaml"
+TARGET = "legal"
+
+
+@pytest.fixture(scope="module")
+def target_shards(fixture_corpus, fixture_tokenizer_path, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("target_corpus") / "shards"
+    domains = [{"name": d, "train": str(f["train"]), "val": str(f["val"])} for d, f in fixture_corpus.items() if d != TARGET]
+    # the fixture's legal val holds 3 documents: its train file stands in as the target's given test split
+    domains.append({"name": TARGET, "val": str(fixture_corpus[TARGET]["val"]), "test": str(fixture_corpus[TARGET]["train"]),
+                    "target": True})
+    cfg = OmegaConf.create({"output_dir": str(out), "dtype": "uint16", "tokenizer": {"path": str(fixture_tokenizer_path)},
+                            "domains": domains})
+    runpy.run_path(str(REPO_ROOT / "recipes" / "prepare_data.py"))["PrepareDataRecipe"](cfg).run()
+    return str(out)
+
+
+def _recipe(shards, out, *overrides):
+    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "pretrain.py"))["PretrainRecipe"]
+    cfg = OmegaConf.merge(
+        OmegaConf.load(REPO_ROOT / STAGE1),
+        OmegaConf.from_dotlist([*TINY, f"data.shards={shards}", f"output_dir={out}", *overrides]),
+    )
+    recipe = recipe_cls(cfg)
+    recipe.setup()
+    return recipe
+
+
+@pytest.mark.parametrize("learner", ["tandem", "doge"])
+def test_alpha_covers_the_sources_and_the_validation_batches_come_from_the_target(target_shards, tmp_path, learner):
+    recipe = _recipe(target_shards, tmp_path / "out", f"mixture.learner={learner}", "max_steps=10",
+                     "mixture.episode_len=5", "mixture.probe_steps=2")
+    corpus = ShardedCorpus.open(target_shards)
+    assert recipe.domains == corpus.domains and TARGET not in recipe.domains and recipe.targets == [TARGET]
+    assert recipe.eval_domains == [*corpus.domains, TARGET]
+    target_id = recipe.eval_domains.index(TARGET)
+    val_batches = [next(iter(recipe.val_loader)) for _ in range(3)]
+    assert all(bool((b.domain_ids == target_id).all()) for b in val_batches)  # the default target: the target domain
+    drawn = [next(iter(recipe.train_loader)).domain_ids for _ in range(5)]
+    assert all(int(ids.max()) < len(recipe.domains) for ids in drawn)
+    if learner == "doge":  # its validation gradient reads what its val_batches callable returns
+        recipe.val_iter = iter(recipe.val_loader)
+        assert bool((recipe.estimator.val_batches().domain_ids == target_id).all())
+    recipe.train()
+    recipe.cleanup()
+    out = tmp_path / "out"
+    assert len(recipe.mixture.last()) == len(recipe.domains)
+    assert len(recipe.train_loader.tokens_drawn) == len(recipe.domains)
+    export = OmegaConf.load(out / "mixture.yaml")
+    assert list(export.domains) == recipe.domains
+    for name in ("eval.json", "eval_test.json"):  # the target is scored on val and on test
+        assert TARGET in json.loads((out / name).read_text())["domains"]
+
+
+def test_target_weights_may_name_sources_and_targets(target_shards, tmp_path):
+    recipe = _recipe(target_shards, tmp_path / "out", "max_steps=5", f"mixture.target_weights={{code: 0.5, {TARGET}: 0.5}}")
+    ids = torch.cat([next(iter(recipe.val_loader)).domain_ids for _ in range(20)])
+    names = {recipe.eval_domains[i] for i in ids.tolist()}
+    assert names == {"code", TARGET}
+    recipe.cleanup()
+
+
+@pytest.mark.parametrize("override, expected", [
+    (f"mixture.weights={{code: 0.4, tech_docs: 0.3, {TARGET}: 0.3}}", ["mixture.weights", f"['{TARGET}']", "target domain"]),
+    ("mixture.target_weights={code: 0.0}", ["mixture.target_weights", "sum to 1"]),
+])
+def test_bad_target_input_fails_in_one_line_writing_nothing(target_shards, tmp_path, monkeypatch, capsys, override, expected):
+    out = tmp_path / "out"
+    assert 2 == run_in_process("pretrain", STAGE1, *TINY, f"data.shards={target_shards}", f"output_dir={out}",
+                               "max_steps=5", override, monkeypatch=monkeypatch)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tandem: error:")]
+    assert len(err) == 1 and all(part in err[0] for part in expected), err
+    assert not out.exists()
