@@ -408,6 +408,15 @@ class PretrainRecipe:
         mean = sum(schedule(s - 1) for s in range(step - self.probe_steps + 1, step + 1)) / self.probe_steps
         return min(1.0 / mean, DELTA_SCALE_MAX) if mean > 0 else DELTA_SCALE_MAX
 
+    def scored_target(self) -> dict[str, float] | None:
+        """What the final tables score first: the corpus's target domains (or ``mixture.target_weights``
+        when it names domains), as {domain: weight}; None when the objective is every domain alike."""
+        spec = self.cfg.mixture.get("target_weights")
+        if not self.targets and (spec is None or spec == "uniform"):
+            return None
+        weights = resolve_target_weights(spec, self.eval_domains, self.targets)
+        return {d: float(w) for d, w in zip(self.eval_domains, weights.tolist()) if w > 0}
+
     def _evaluate(self, step: int):
         result = evaluate_per_domain(
             self.model, self.eval_batches, self.eval_domains, int(self.cfg.eval.batch_size), step=step,
@@ -479,6 +488,7 @@ class PretrainRecipe:
         log.info(f"rank {self.rank} of {self.world_size}: final α sha256 {digest}")
         self.final_eval = self._evaluate(self.max_steps)
         self.final_test = self._evaluate_test()
+        self.final_eval.target = self.final_test.target = self.scored_target()
         self._save_weights(self.model, self.output_dir / "model" / "model.safetensors", hf=True)
         if main:
             self._write_outputs()
@@ -527,6 +537,9 @@ class PretrainRecipe:
             "wall_time_s": self.wall_time_s, "mean_val_loss": self.final_eval.mean_loss,
             "mean_val_ppl": self.final_eval.mean_perplexity, "mean_test_loss": self.final_test.mean_loss,
             "mean_test_ppl": self.final_test.mean_perplexity, "steps": self.max_steps,
+            **({"target": {"weights": self.final_test.target, "val_loss": self.final_eval.target_loss,
+                           "val_ppl": self.final_eval.target_perplexity, "test_loss": self.final_test.target_loss,
+                           "test_ppl": self.final_test.target_perplexity}} if self.final_test.target else {}),
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
             "average_alpha": dict(zip(self.domains, self.mixture.average(self.max_steps).tolist())),
             **({"convergence": self.alpha_convergence.as_dict()} if self.alpha_convergence else {}),

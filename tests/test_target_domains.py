@@ -8,6 +8,7 @@ prepared by the real prepare_data recipe with the fixture tokenizer."""
 from __future__ import annotations
 
 import json
+import math
 import runpy
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tandem_components.data.shards import ShardedCorpus
-from tandem_components.errors import TandemError
+from tandem_components.training.evaluation import DomainEval, EvalResult
 from tests.conftest import REPO_ROOT
 from tests.recipe_runner import TINY, run_in_process
 
@@ -69,8 +70,12 @@ def test_alpha_covers_the_sources_and_the_validation_batches_come_from_the_targe
     assert len(recipe.train_loader.tokens_drawn) == len(recipe.domains)
     export = OmegaConf.load(out / "mixture.yaml")
     assert list(export.domains) == recipe.domains
-    for name in ("eval.json", "eval_test.json"):  # the target is scored on val and on test
-        assert TARGET in json.loads((out / name).read_text())["domains"]
+    for name in ("eval.json", "eval_test.json"):  # the target is scored on val and on test, first
+        doc = json.loads((out / name).read_text())
+        assert TARGET in doc["domains"] and doc["target"]["weights"] == {TARGET: 1.0}
+        assert doc["target"]["loss"] == pytest.approx(doc["domains"][TARGET]["loss"], abs=1e-12)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["test_loss"] == pytest.approx(doc["domains"][TARGET]["loss"], abs=1e-12)
 
 
 def test_target_weights_may_name_sources_and_targets(target_shards, tmp_path):
@@ -78,7 +83,16 @@ def test_target_weights_may_name_sources_and_targets(target_shards, tmp_path):
     ids = torch.cat([next(iter(recipe.val_loader)).domain_ids for _ in range(20)])
     names = {recipe.eval_domains[i] for i in ids.tolist()}
     assert names == {"code", TARGET}
+    assert recipe.scored_target() == {"code": 0.5, TARGET: 0.5}
     recipe.cleanup()
+
+
+def test_the_target_score_is_the_weighted_mean_loss_and_leads_the_table():
+    result = EvalResult(step=1, split="test", per_domain={"a": DomainEval(2.0, 10), "b": DomainEval(4.0, 10)},
+                        target={"a": 0.25, "b": 0.75})
+    assert result.target_loss == pytest.approx(3.5) and result.target_perplexity == pytest.approx(math.exp(3.5))
+    assert result.format_table().splitlines()[0].startswith("TARGET (a 0.25, b 0.75): test loss 3.5000")
+    assert EvalResult(step=1, per_domain=result.per_domain).target_loss is None
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -38,6 +38,20 @@ class EvalResult:
     step: int
     per_domain: dict[str, DomainEval]
     split: str = "val"  # which split the windows came from: every label says it
+    #: {domain: weight} of what the user cares about (``mixture.target_weights``; a corpus's target domains):
+    #: scored first as the target loss (their weighted mean loss) and its perplexity. None: no target.
+    target: dict[str, float] | None = None
+
+    @property
+    def target_loss(self) -> float | None:
+        if not self.target:
+            return None
+        return sum(w * self.per_domain[d].loss for d, w in self.target.items() if w) / sum(self.target.values())
+
+    @property
+    def target_perplexity(self) -> float | None:
+        loss = self.target_loss
+        return None if loss is None else math.exp(loss)
 
     @property
     def mean_loss(self) -> float:
@@ -53,6 +67,9 @@ class EvalResult:
         out.update({f"{prefix}/{d}/ppl": e.perplexity for d, e in self.per_domain.items()})
         out[f"{prefix}/mean_loss"] = self.mean_loss
         out[f"{prefix}/mean_ppl"] = self.mean_perplexity
+        if self.target:
+            out[f"{prefix}/target_loss"] = self.target_loss
+            out[f"{prefix}/target_ppl"] = self.target_perplexity
         return out
 
     def rows(self) -> list[dict]:
@@ -65,7 +82,11 @@ class EvalResult:
 
     def format_table(self) -> str:
         s = self.split
-        lines = [f"{'domain':<14} {s + ' loss':>9} {s + ' ppl':>10} {'tokens':>9}", "-" * 45]
+        lines = []
+        if self.target:  # what the user asked for, before the per-domain table
+            named = ", ".join(f"{d} {w:g}" for d, w in self.target.items() if w)
+            lines += [f"TARGET ({named}): {s} loss {self.target_loss:.4f}, {s} ppl {self.target_perplexity:.2f}", ""]
+        lines += [f"{'domain':<14} {s + ' loss':>9} {s + ' ppl':>10} {'tokens':>9}", "-" * 45]
         for r in self.rows():
             if r["domain"] == "MEAN":
                 lines.append("-" * 45)
@@ -78,6 +99,8 @@ class EvalResult:
         doc = {"step": self.step, "split": self.split, "mean_loss": self.mean_loss, "mean_perplexity": self.mean_perplexity, "domains": {
             d: {"loss": e.loss, "perplexity": e.perplexity, "tokens": e.tokens} for d, e in self.per_domain.items()
         }}
+        if self.target:
+            doc["target"] = {"weights": dict(self.target), "loss": self.target_loss, "perplexity": self.target_perplexity}
         json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
         atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
         buf = io.StringIO()
