@@ -202,10 +202,12 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
 
 
 def baseline_overrides(name: str) -> list[str]:
-    """The stage-2 mixture keys of a fixed baseline: ``uniform``, ``natural``, ``temperature:<τ>`` (p ∝ n^τ)
-    or ``unimax:<C>`` (uniform, no domain past C epochs)."""
+    """The stage-2 mixture keys of a fixed baseline: ``uniform``, ``natural``, ``temperature:<τ>`` (p ∝ n^τ),
+    ``unimax:<C>`` (uniform, no domain past C epochs) or ``similarity:<τ>`` (p ∝ exp(−KL(target ‖ m) / τ),
+    the target-aware baseline: ``mixture/similarity.py``)."""
     kind, _, value = name.partition(":")
-    keys = {"temperature": "mixture.temperature", "unimax": "mixture.max_epochs"}
+    keys = {"temperature": "mixture.temperature", "unimax": "mixture.max_epochs",
+            "similarity": "mixture.similarity_temperature"}
     if kind in ("uniform", "natural") and not value:
         return [f"mixture.weights={kind}", "mixture.weights_from=null"]
     if kind in keys and value:
@@ -216,7 +218,8 @@ def baseline_overrides(name: str) -> list[str]:
         if number is not None and (number > 0 or (kind == "temperature" and number == 0)):
             return [f"mixture.weights={kind}", f"{keys[kind]}={value}", "mixture.weights_from=null"]
     raise HarnessError(
-        f"fixed_baselines: {name!r}: expected uniform, natural, temperature:<τ >= 0> or unimax:<C > 0>"
+        f"fixed_baselines: {name!r}: expected uniform, natural, temperature:<τ >= 0>, unimax:<C > 0> or "
+        "similarity:<τ > 0>"
     )
 
 

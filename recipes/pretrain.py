@@ -54,8 +54,8 @@ from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
 from tandem_components.estimators.doremi import freeze
 from tandem_components.mixture import (
-    MixtureState, convergence, named_or_mapping_weights, plot_mixture_trajectory, resolve_initial_weights,
-    resolve_target_weights, write_mixture_export,
+    MixtureState, convergence, corpus_similarity_weights, named_or_mapping_weights, plot_mixture_trajectory,
+    resolve_initial_weights, resolve_target_weights, write_mixture_export,
 )
 from tandem_components.models import export_hf_llama, load_model_weights, save_model_weights
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
@@ -107,6 +107,7 @@ class PretrainRecipe:
         self.token_budget = None  # per domain; the data-restricted recipe sets it
         self.run_tokens = self.max_steps * self.global_batch_size * self.seq_len  # tokens drawn in all
         self.extra_wall_time_s = 0.0  # e.g. DoReMi's reference training, part of the method's cost
+        self.similarity_provenance: dict | None = None  # set when mixture.weights is similarity
 
     def per_rank(self, global_size: int) -> int:
         """This rank's share of a global size (a batch, a probe's sequences per domain)."""
@@ -144,7 +145,7 @@ class PretrainRecipe:
         self.mixture = MixtureState(
             self.domains,
             initial=resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens,
-                                            targets=self.targets),
+                                            targets=self.targets, similarity=self._similarity),
             lr=float(mix.get("lr", 1.0)),
             update=mix.get("update", "projected_gradient"),
             min_weight=float(mix.get("min_weight", 0.0)),
@@ -152,6 +153,17 @@ class PretrainRecipe:
             momentum=float(mix.get("momentum", 0.0)),
             average_tail=float(mix.get("average_tail", 1.0)),
         )
+
+    def _similarity(self) -> torch.Tensor:
+        """``mixture.weights: similarity``: each source by its n-gram closeness to the target (the
+        data-restricted budget's tokens only); recorded in the provenance."""
+        mix = self.cfg.mixture
+        weights, self.similarity_provenance = corpus_similarity_weights(
+            self.corpus, mix.get("target_weights"), mix.get("similarity_temperature", 1.0), budgets=self.token_budget)
+        log.info(f"similarity weights (τ {self.similarity_provenance['temperature']}): "
+                 + ", ".join(f"{d} {w:.3f} (KL {k:.3f})" for d, w, k in
+                             zip(self.domains, weights.tolist(), self.similarity_provenance["kl_nats"].values())))
+        return weights
 
     def _build_model(self) -> torch.nn.Module:
         # Same seed on every rank: FSDP2 shards one model, so every rank must build the same one.
@@ -523,6 +535,7 @@ class PretrainRecipe:
             "corpus_index_sha256": self.corpus.index_sha256, "corpus": str(self.corpus.path),
             "model": OmegaConf.to_container(cfg.model, resolve=True), "hyperparameters": hyper,
             "weights_from": cfg.mixture.get("weights_from"),
+            **({"similarity": self.similarity_provenance} if self.similarity_provenance else {}),
             # what stage 2 must match for the mixture to transfer (same epochs per domain)
             "token_budget": self.token_budget, "run_tokens": self.run_tokens,
             **self._drawn(),
@@ -543,6 +556,7 @@ class PretrainRecipe:
             "final_alpha": dict(zip(self.domains, self.mixture.last().tolist())),
             "average_alpha": dict(zip(self.domains, self.mixture.average(self.max_steps).tolist())),
             **({"convergence": self.alpha_convergence.as_dict()} if self.alpha_convergence else {}),
+            **({"similarity": self.similarity_provenance} if self.similarity_provenance else {}),
         }
 
     def _write_outputs(self) -> None:

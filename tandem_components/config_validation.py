@@ -59,6 +59,7 @@ from tandem_components.estimators import CARRY_MODES, LEARNERS
 from tandem_components.estimators.tandem import DELTA_SCALES, REFERENCE_STEPS
 from tandem_components.mixture.export import WHICH
 from tandem_components.mixture.named import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
+from tandem_components.mixture.similarity import corpus_similarity_weights
 from tandem_components.mixture.state import UPDATES
 from tandem_components.training.state import MANIFEST_NAME, find_latest_checkpoint
 
@@ -121,9 +122,10 @@ SCHEMA: dict[str, Any] = {
     "lr_scheduler": {"warmup_steps": Key(int, minimum=0)},
     "mixture": {
         "learner": Key(str, required=True, choices=tuple(sorted(LEARNERS))),
-        "weights": Key((str, dict)),  # uniform | natural | temperature | unimax | {domain: weight}
+        "weights": Key((str, dict)),  # uniform | natural | temperature | unimax | similarity | {domain: weight}
         "temperature": Key(NUMBER, minimum=0),  # τ of weights: temperature (p_m ∝ n_m^τ)
         "max_epochs": Key(NUMBER, above=0),  # C of weights: unimax (at most C * n_m tokens of domain m)
+        "similarity_temperature": Key(NUMBER, above=0),  # τ of weights: similarity (p_m ∝ exp(−KL(target ‖ m) / τ))
         "weights_from": Key(str, nullable=True),
         "use": Key(str, choices=WHICH),
         "episode_len": Key(int, minimum=1),  # E
@@ -560,8 +562,12 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
         natural = [data["total_token_budget"] * n // max(sum(natural), 1) for n in natural]
     run_tokens = raw["max_steps"] * data["batch_size"] * data["seq_len"]
     try:
-        initial = resolve_initial_weights(OmegaConf.create(mix), domains, natural, run_tokens=run_tokens,
-                                          targets=corpus.targets)
+        initial = resolve_initial_weights(
+            OmegaConf.create(mix), domains, natural, run_tokens=run_tokens, targets=corpus.targets,
+            similarity=lambda: corpus_similarity_weights(
+                corpus, mix.get("target_weights"), mix.get("similarity_temperature", 1.0),
+                budgets=natural if "total_token_budget" in data else None)[0],
+        )
     except TandemError as e:  # the export's own messages name its path: name the key as well
         if mix.get("weights_from") and not str(e).startswith("mixture."):
             raise TandemError(f"mixture.weights_from: {e}") from None

@@ -3,7 +3,8 @@ and the loader never draws a target; the validation batches TANDEM's reference a
 come from the target; the target is evaluated on val and test; bad input is refused in one line.
 
 The corpus: the small real-text fixture corpus (code, legal, tech_docs) with legal as a target domain,
-prepared by the real prepare_data recipe with the fixture tokenizer."""
+and ``mirror``, legal's training text as a source under another name; prepared by the real prepare_data
+recipe with the fixture tokenizer."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ TARGET = "legal"
 def target_shards(fixture_corpus, fixture_tokenizer_path, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("target_corpus") / "shards"
     domains = [{"name": d, "train": str(f["train"]), "val": str(f["val"])} for d, f in fixture_corpus.items() if d != TARGET]
+    domains.append({"name": "mirror", "train": str(fixture_corpus[TARGET]["train"]), "val": str(fixture_corpus[TARGET]["val"])})
     # the fixture's legal val holds 3 documents: its train file stands in as the target's given test split
     domains.append({"name": TARGET, "val": str(fixture_corpus[TARGET]["val"]), "test": str(fixture_corpus[TARGET]["train"]),
                     "target": True})
@@ -93,6 +95,21 @@ def test_the_target_score_is_the_weighted_mean_loss_and_leads_the_table():
     assert result.target_loss == pytest.approx(3.5) and result.target_perplexity == pytest.approx(math.exp(3.5))
     assert result.format_table().splitlines()[0].startswith("TARGET (a 0.25, b 0.75): test loss 3.5000")
     assert EvalResult(step=1, per_domain=result.per_domain).target_loss is None
+
+
+def test_similarity_weights_lead_with_the_source_closest_to_the_target(target_shards, tmp_path, monkeypatch):
+    """A stage-2 run on ``mixture.weights: similarity``: the target's own text (``mirror``) gets the most
+    weight, and the weights, their τ and the KLs are in summary.json."""
+    out = tmp_path / "out"
+    assert 0 == run_in_process("pretrain", STAGE1, *TINY, f"data.shards={target_shards}", f"output_dir={out}",
+                               "max_steps=2", "mixture.learner=fixed", "mixture.weights=similarity",
+                               "mixture.similarity_temperature=0.5", monkeypatch=monkeypatch)
+    similarity = json.loads((out / "summary.json").read_text())["similarity"]
+    kl = similarity["kl_nats"]
+    assert similarity["temperature"] == 0.5 and similarity["target"] == {TARGET: 1.0}
+    assert min(kl, key=kl.get) == "mirror"
+    drawn = json.loads((out / "summary.json").read_text())["final_alpha"]
+    assert max(drawn, key=drawn.get) == "mirror"
 
 
 @pytest.mark.parametrize("override, expected", [

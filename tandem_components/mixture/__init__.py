@@ -12,9 +12,12 @@ from tandem_components.mixture.named import (
     unimax_weights,
 )
 from tandem_components.mixture.plots import plot_mixture_trajectory
+from tandem_components.mixture.similarity import corpus_similarity_weights, similarity_weights
 from tandem_components.mixture.state import UPDATES, MixtureState, project_to_simplex
 
 __all__ = [
+    "corpus_similarity_weights",
+    "similarity_weights",
     "MixtureState",
     "UPDATES",
     "project_to_simplex",

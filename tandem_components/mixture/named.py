@@ -4,6 +4,8 @@
   - ``uniform``: 1/M each;
   - ``natural``: proportional to each domain's training tokens;
   - ``temperature``: p_m ∝ n_m^τ, τ = ``mixture.temperature`` >= 0 (0: uniform, 1: natural);
+  - ``similarity``: p_m ∝ exp(−KL(target ‖ m) / τ) over hashed n-gram distributions, τ =
+    ``mixture.similarity_temperature`` (``mixture/similarity.py``; needs the corpus, given by the caller);
   - ``unimax`` (UniMax): the run's N = max_steps * batch_size * seq_len * world_size tokens spread
     uniformly over domains, none getting more than C * n_m tokens (C = ``mixture.max_epochs`` > 0),
     the excess shared uniformly among the others; weights = allocation / N;
@@ -18,7 +20,7 @@ uniform over the target domains when the corpus has any, else uniform over all d
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import math
 
@@ -33,7 +35,7 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-NAMES = "'uniform', 'natural', 'temperature', 'unimax'"
+NAMES = "'uniform', 'natural', 'temperature', 'unimax', 'similarity'"
 
 
 def _number(value: Any) -> float | None:
@@ -99,9 +101,11 @@ def named_or_mapping_weights(
     temperature: Any = None,
     max_epochs: Any = None,
     run_tokens: int | None = None,
+    similarity: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``uniform`` | ``natural`` | ``temperature`` | ``unimax`` | ``{domain: weight}`` -> (M,) float64
-    in domain order. ``temperature`` / ``max_epochs`` are the values of ``mixture.temperature`` /
+    """``uniform`` | ``natural`` | ``temperature`` | ``unimax`` | ``similarity`` | ``{domain: weight}`` ->
+    (M,) float64 in domain order (``similarity``: computed by the given callable, which reads the corpus:
+    ``mixture/similarity.py``). ``temperature`` / ``max_epochs`` are the values of ``mixture.temperature`` /
     ``mixture.max_epochs``, ``run_tokens`` the run's N (``unimax``)."""
     spec = _plain(spec)
     if isinstance(spec, Mapping):
@@ -115,16 +119,22 @@ def named_or_mapping_weights(
         return temperature_weights(natural_tokens, temperature)
     if spec == "unimax":
         return unimax_weights(natural_tokens, max_epochs, run_tokens, key)
+    if spec == "similarity":
+        if similarity is None:
+            raise TandemError(f"{key}: similarity weights are computed from a corpus; none is given here")
+        return similarity()
     raise TandemError(f"{key}: expected {NAMES} or a {{domain: weight}} mapping, got {spec!r}")
 
 
 def resolve_initial_weights(
     mix: DictConfig, domains: Sequence[str], natural_tokens: Sequence[int], run_tokens: int | None = None,
     targets: Sequence[str] = (),
+    similarity: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """α_0 (or the fixed α) as an (M,) float64 vector in domain order; ``run_tokens``: the run's N
     (max_steps * batch_size * seq_len * world_size), needed by ``unimax``; ``targets``: the corpus's
-    target domains, which α never covers (named in a mapping, they get their own message)."""
+    target domains, which α never covers (named in a mapping, they get their own message);
+    ``similarity``: computes ``weights: similarity``."""
     source = mix.get("weights_from")
     if source:
         weights, _ = read_mixture_export(source, use=mix.get("use", "average"))
@@ -136,6 +146,7 @@ def resolve_initial_weights(
     return named_or_mapping_weights(
         spec, domains, natural_tokens, key="mixture.weights",
         temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"), run_tokens=run_tokens,
+        similarity=similarity,
     )
 
 
