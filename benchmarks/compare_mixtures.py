@@ -28,7 +28,9 @@ Every figure of the table is per-domain **test** perplexity (``eval_test.json``)
 split. ``split=val`` makes it the whole **val** split instead (stage 2 evaluates every val window, or every
 val example in SFT): that is the table for choosing a setting (a learner option, a hyperparameter), whose
 figures are never reported as results; the chosen setting is then compared on test. ``score=loss`` ranks by
-the per-domain loss instead of perplexity (SFT's figure, as in the paper's Table 3). Each seed sets both
+the per-domain loss instead of perplexity (SFT's figure, as in the paper's Table 3); ``score=target`` by the
+target perplexity (a corpus with target domains: what the user cares about), the per-domain table beside it.
+DoReMi reads no validation data, so no target: its row says so. Each seed sets both
 the model initialisation and the data sampling order of its runs.
 
 Writes to ``<out>/`` (atomically): ``results.json`` (every raw number), ``results.md`` (per-domain
@@ -80,7 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": None,
     "nproc_per_node": 1,
     "split": "test",  # test: the table of results | val: the table for choosing settings
-    "score": "perplexity",  # what the table ranks by: per-domain perplexity | loss (nats/token; SFT's figure)
+    "score": "perplexity",  # what the table ranks by: per-domain perplexity | loss (nats/token; SFT's figure) | target
     "notes": {},  # method -> one sentence printed under the table (e.g. how a learner deviates from its paper)
 }
 #: files every finished recipe run leaves in its output_dir (summary.json is written last)
@@ -101,7 +103,9 @@ VAL_EVAL_ALL = "eval.windows_per_domain=1000000000"
 VAL_EVAL_ALL_BY_RECIPE = {"sft": "eval.examples_per_category=1000000000"}
 #: per category, the task metric of an SFT run (greedy decoding of test prompts), read when present
 SFT_TABLE = "sft_eval.json"
-SCORES = {"perplexity": ("ppl", 2), "loss": ("nats", 4)}  # score -> its unit and decimals in the tables
+# score -> its unit and decimals in the tables. ``target``: the target perplexity (exp of the target_weights-
+# weighted mean loss: a corpus's target domains, docs/METHOD.md "Target domains"), per-domain perplexity beside it
+SCORES = {"perplexity": ("ppl", 2), "loss": ("nats", 4), "target": ("target ppl", 2)}
 
 
 class HarnessError(Exception):
@@ -180,6 +184,9 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
         raise HarnessError(f"notes: expected a mapping method -> sentence, got {notes!r}")
     # a note on a method left out (``~learners.doge``) is dropped with it
     cfg["notes"] = {str(k): v for k, v in notes.items() if str(k) in learners or str(k) in baselines}
+    if cfg.get("score") == "target" and "doremi" in learners:
+        cfg["notes"]["doremi"] = (cfg["notes"].get("doremi", "") + " It reads no validation data, so no target: "
+                                  "its mixture ignores what the target is.").strip()
     clash = sorted(set(learners) & set(baselines))
     if clash:
         raise HarnessError(f"fixed_baselines: {clash} also named in learners")
@@ -472,7 +479,8 @@ def ratio_to(values: Sequence[float], reference: Sequence[float] | None) -> floa
 
 
 def score_of(method: Mapping[str, Any], score: str) -> tuple[Mapping[str, list[float]], list[float]]:
-    """(per domain, average) of the figure the table ranks by: ``perplexity`` or ``loss``, lists over seeds."""
+    """(per domain, average) of the figure the table ranks by: ``perplexity``, ``loss`` or ``target`` (per-domain
+    perplexity, target perplexity), lists over seeds."""
     return method[score], method[f"average_{score}"]
 
 
@@ -517,6 +525,10 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "average_perplexity": [r["eval"]["mean_perplexity"] for r in final],
             "loss": {d: [r["eval"]["domains"][d]["loss"] for r in final] for d in domains},
             "average_loss": [r["eval"]["mean_loss"] for r in final],
+            # score: target: the per-domain perplexities beside the target perplexity of each seed
+            **({"target": {d: [r["eval"]["domains"][d]["perplexity"] for r in final] for d in domains},
+                "average_target": [r["eval"]["target"]["perplexity"] for r in final]}
+               if final and all("target" in r["eval"] for r in final) else {}),
             # SFT: the task metric of greedy answers to test prompts, per category (exact match / ROUGE-L)
             "task_metric": {d: [r["task_metric"][d]["value"] for r in final] for d in domains
                             if final and all(d in r["task_metric"] for r in final)},
@@ -531,6 +543,11 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
         if learn:
             per_method[name]["seed_spread"] = seed_spread([[r["mixture"][d] for d in domains] for r in learn])
     score = cfg.get("score", "perplexity")
+    if score == "target":
+        missing = sorted(n for n, m in per_method.items() if m["seeds"] and "average_target" not in m)
+        if missing:
+            raise HarnessError(f"score: target: {missing} scored no target (the corpus has no target domain and "
+                               "mixture.target_weights names none)")
     average = {n: score_of(m, score)[1] for n, m in per_method.items()}
     uniform = average.get(UNIFORM)
     fixed = {n: mean_std(average[n])[0] for n, m in per_method.items() if m["kind"] == "fixed"}

@@ -311,3 +311,17 @@ def test_baseline_names_and_ranking_verdicts():
     assert "beyond two standard errors." in cm.ranking_verdict("a", [10.0, 10.1, 9.9], "b", [12.0, 12.2, 11.9])
     assert "NOT beyond" in cm.ranking_verdict("a", [10.0, 12.0, 9.0], "b", [11.0, 10.5, 10.0])
     assert "one seed" in cm.ranking_verdict("a", [10.0], "b", [11.0])
+
+
+def test_score_target_ranks_by_the_target_perplexity_with_the_domains_beside_it(tmp_path):
+    results = _hand_made_results()
+    results["config"]["score"] = "target"
+    for m, target in zip(results["methods"].values(), ([40.0, 44.0], [50.0, 52.0])):
+        m["target"], m["average_target"] = m["perplexity"], target
+    lines = cm.format_results_md(results).splitlines()
+    assert any(line.startswith("| tandem | 21.00 ± 1.00 | 30.00 ± 0.00 | **42.00 ± 2.00** |") for line in lines), lines
+    assert "target ppl" in cm.ranking_verdict("tandem", [40.0, 44.0], "uniform", [50.0, 52.0], "target")
+    cfg = cm.load_config(_harness_yaml(tmp_path), ["score=target", "fixed_baselines=[uniform,similarity:0.5]"])
+    assert "no target" in cfg["notes"]["doremi"]  # DoReMi reads no validation data: its row says so
+    similarity = [r for r in cm.plan_runs(cfg, tmp_path / "out") if r["method"] == "similarity:0.5"][0]
+    assert {"mixture.weights=similarity", "mixture.similarity_temperature=0.5"} <= set(similarity["overrides"])
