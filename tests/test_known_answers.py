@@ -59,7 +59,7 @@ def _prepare(out, tokenizer, domains: dict[str, dict]) -> str:
     cfg = OmegaConf.create({
         "output_dir": str(out), "dtype": "uint16", "text_field": "text", "cache_dir": None,
         "tokenizer": {"path": str(tokenizer)},
-        "domains": [{"name": name, "train": str(f["train"]), "val": str(f["val"])} for name, f in domains.items()],
+        "domains": [{k: str(v) if k != "target" else v for k, v in f.items()} | {"name": name} for name, f in domains.items()],
     })
     recipe(cfg).run()
     return str(out)
@@ -76,6 +76,11 @@ def corpora(fixture_corpus, fixture_tokenizer_path, tmp_path_factory):
     return {
         "noise": _prepare(root / "noise", fixture_tokenizer_path, {**base, "noise": noise}),
         "mirror": _prepare(root / "mirror", fixture_tokenizer_path, {**base, "mirror": base["legal"]}),
+        # legal as a target domain (val only; its train file stands in as its test split), its training
+        # text as the source ``mirror``
+        "target": _prepare(root / "target", fixture_tokenizer_path, {
+            "code": base["code"], "tech_docs": base["tech_docs"], "mirror": base["legal"],
+            "legal": {"val": base["legal"]["val"], "test": base["legal"]["train"], "target": True}}),
     }
 
 
@@ -95,6 +100,17 @@ def test_the_targets_text_under_another_name_gains_weight(learner, corpora, tmp_
     # both copies of the target's text above uniform, and ahead of every unrelated domain by a margin
     assert min(alpha["mirror"], alpha["legal"]) > 1 / len(alpha), alpha
     assert min(alpha["mirror"], alpha["legal"]) > max(alpha["code"], alpha["tech_docs"]) + MARGIN, alpha
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", ["tandem", "doge"])
+def test_the_source_made_of_the_target_domains_text_gains_the_most_weight(learner, corpora, tmp_path, monkeypatch):
+    """A validation-only target (issue 26): α covers code, tech_docs and mirror; the objective is the
+    target alone (the default). ``target_weights`` names no source, so a follower of it, like Δ = 0, stays
+    at α_0."""
+    alpha = learn(learner, corpora["target"], tmp_path / "run", monkeypatch)
+    assert set(alpha) == {"code", "tech_docs", "mirror"}
+    assert alpha["mirror"] > 1 / len(alpha) and alpha["mirror"] > max(alpha["code"], alpha["tech_docs"]) + MARGIN, alpha
 
 
 @pytest.mark.slow
