@@ -17,6 +17,13 @@ steps α toward ``target_weights`` fails it (the mutation check of issue 25, in 
   nor a follower of a uniform target gives. (At the harness's DoReMi settings, 300 steps move it from
   0.25 to ~0.16: the old bound 1 / (2M) held only at lr_α 2 with a 150-step reference, chosen for it.)
 
+- **A validation-only target** (TANDEM, DoGE; issue 26): α covers code, tech_docs and ``mirror`` (the
+  target's training text) while legal is a target domain, never trained on. ``mirror`` must end with the
+  most weight; with two targets weighted 0.9 / 0.1 the source made of the heavier one's text must gain
+  more. ``target_weights`` names no source, so its follower stays at α_0, as Δ = 0 does. (Not posed: a
+  source of random characters below 1 / (2M) with a target: at the shipped settings 300 steps take it
+  from 0.25 to 0.146 (TANDEM) / 0.144 (DoGE) at M = 4, above the 0.125 the bound asks.)
+
 Compared on the trajectory average (what stage 2 trains on), seed 0.
 """
 
@@ -81,6 +88,11 @@ def corpora(fixture_corpus, fixture_tokenizer_path, tmp_path_factory):
         "target": _prepare(root / "target", fixture_tokenizer_path, {
             "code": base["code"], "tech_docs": base["tech_docs"], "mirror": base["legal"],
             "legal": {"val": base["legal"]["val"], "test": base["legal"]["train"], "target": True}}),
+        # two targets (legal, tech_docs' val) and a source made of each one's training text
+        "two_targets": _prepare(root / "two_targets", fixture_tokenizer_path, {
+            "code": base["code"], "legal_text": base["legal"], "tech_text": base["tech_docs"],
+            "legal": {"val": base["legal"]["val"], "test": base["legal"]["train"], "target": True},
+            "tech": {"val": base["tech_docs"]["val"], "test": base["tech_docs"]["train"], "target": True}}),
     }
 
 
@@ -111,6 +123,14 @@ def test_the_source_made_of_the_target_domains_text_gains_the_most_weight(learne
     alpha = learn(learner, corpora["target"], tmp_path / "run", monkeypatch)
     assert set(alpha) == {"code", "tech_docs", "mirror"}
     assert alpha["mirror"] > 1 / len(alpha) and alpha["mirror"] > max(alpha["code"], alpha["tech_docs"]) + MARGIN, alpha
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learner", ["tandem", "doge"])
+def test_with_two_targets_the_source_of_the_heavier_one_gains_more(learner, corpora, tmp_path, monkeypatch):
+    alpha = learn(learner, corpora["two_targets"], tmp_path / "run", monkeypatch,
+                  "mixture.target_weights={legal: 0.9, tech: 0.1}")
+    assert alpha["legal_text"] > alpha["tech_text"] + MARGIN and alpha["legal_text"] > 1 / len(alpha), alpha
 
 
 @pytest.mark.slow
