@@ -4,7 +4,8 @@
 
 Both run dirs are stage-2 outputs (``eval_test.json``, written by the pretraining recipes). Prints the
 per-domain **test** perplexity of both models side by side with their ratio, and the verdict on the mean,
-and writes ``verdict.{md,png}`` (a bar chart of the two) in ``--out``.
+or on the **target** perplexity when the runs score a target (a corpus with target domains:
+docs/METHOD.md "Target domains"), and writes ``verdict.{md,png}`` (a bar chart of the two) in ``--out``.
 
 One seed can say only so much: the seed alone moves a mixture's perplexity by several percent
 (benchmarks/RESULTS.md). So the verdict gives the ratio and calls the difference "beyond the seed noise"
@@ -37,27 +38,41 @@ def read_test_eval(run_dir: str | Path) -> dict:
     return doc
 
 
+def judged_score(doc: dict) -> tuple[float, str]:
+    """(value, name) of what the verdict judges: the target perplexity if the run scores one, else the mean."""
+    if doc.get("target"):
+        return doc["target"]["perplexity"], "target test perplexity"
+    return doc["mean_perplexity"], "mean test perplexity"
+
+
 def verdict_table(learned: dict, baseline: dict, names: Sequence[str]) -> tuple[str, float]:
-    """Markdown table of per-domain test perplexity (learned, baseline, ratio) and the ratio of the means."""
+    """Markdown table of per-domain test perplexity (learned, baseline, ratio) and the ratio of the judged
+    scores (the target's when the runs score one, first in the table; else the means)."""
     domains = list(learned["domains"])
     if domains != list(baseline["domains"]):
         raise TandemError(f"the two runs have different domains: {domains} vs {list(baseline['domains'])}")
+    targets = [(doc.get("target") or {}).get("weights") for doc in (learned, baseline)]
+    if targets[0] != targets[1]:
+        raise TandemError(f"the two runs score different targets: {targets[0]} vs {targets[1]}")
     lines = [f"| domain | {names[0]} | {names[1]} | ratio |", "|---|---:|---:|---:|"]
+    if targets[0]:
+        a, b = learned["target"]["perplexity"], baseline["target"]["perplexity"]
+        lines.append(f"| **target** ({', '.join(targets[0])}) | **{a:.2f}** | **{b:.2f}** | **{a / b:.3f}** |")
     for d in domains:
         a, b = learned["domains"][d]["perplexity"], baseline["domains"][d]["perplexity"]
         lines.append(f"| {d} | {a:.2f} | {b:.2f} | {a / b:.3f} |")
-    ratio = learned["mean_perplexity"] / baseline["mean_perplexity"]
-    lines.append(f"| **mean** | **{learned['mean_perplexity']:.2f}** | **{baseline['mean_perplexity']:.2f}** | "
-                 f"**{ratio:.3f}** |")
-    return "\n".join(lines), ratio
+    mean = (learned["mean_perplexity"], baseline["mean_perplexity"])
+    cells = ["mean", f"{mean[0]:.2f}", f"{mean[1]:.2f}", f"{mean[0] / mean[1]:.3f}"]
+    lines.append("| " + " | ".join(cells if targets[0] else [f"**{c}**" for c in cells]) + " |")  # bold: judged
+    return "\n".join(lines), judged_score(learned)[0] / judged_score(baseline)[0]
 
 
 def verdict_sentence(learned: float, baseline: float, names: Sequence[str], seed_spread: float | None,
-                     source: str = "") -> str:
+                     source: str = "", score: str = "mean test perplexity") -> str:
     """What one seed can say: the ratio, and whether it is beyond the measured seed noise (module doc)."""
     ratio = learned / baseline
     direction = "lower" if ratio < 1 else "higher"
-    head = (f"The {names[0]} mixture: mean test perplexity {learned:.2f} vs {baseline:.2f} for {names[1]} "
+    head = (f"The {names[0]} mixture: {score} {learned:.2f} vs {baseline:.2f} for {names[1]} "
             f"(ratio {ratio:.3f}, {abs(100 * (1 - ratio)):.1f}% {direction}), one seed.")
     if seed_spread is None:
         return head + " No seed spread was given: this is a ratio, not a ranking (benchmarks/compare_mixtures.py runs seeds)."
@@ -113,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed_spread is not None and not args.seed_spread > 0:
         print(f"verdict: error: --seed-spread: expected a fraction > 0, got {args.seed_spread}", file=sys.stderr)
         return 2
-    verdict = verdict_sentence(learned["mean_perplexity"], baseline["mean_perplexity"], args.names,
-                               args.seed_spread, args.spread_source)
+    (ours, score), (theirs, _) = judged_score(learned), judged_score(baseline)
+    verdict = verdict_sentence(ours, theirs, args.names, args.seed_spread, args.spread_source, score)
     out = Path(args.out or args.learned)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "verdict.md", f"# Verdict\n\n{table}\n\n{verdict}\n")
