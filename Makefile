@@ -41,12 +41,35 @@ prepare: $(STAMP)
 SEED_SPREAD := 0.016
 SPREAD_SOURCE := temperature 0.5 over seeds 0-2, benchmarks/RESULTS.md section 0 (the harness regime)
 BASELINE := mixture.weights_from=null mixture.weights=temperature mixture.temperature=0.5
+# `make run TARGET=<domain>` (e.g. TARGET=legal): the same job in target mode (README, "Mixing for a target"):
+# that domain of the embedded corpus becomes a validation-only target, the other six are the sources, and
+# the verdicts judge the target's test perplexity against the similarity baseline and temperature 0.5
+# (no seed spread is measured in this mode: a ratio, not a ranking).
+TARGET ?=
+ifeq ($(strip $(TARGET)),)
 run: prepare
 	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage1.yaml
 	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage2.yaml
 	$(TUNE) run recipes/pretrain.py --config configs/pretrain/tiny_stage2.yaml $(BASELINE) output_dir=outputs/tiny_baseline
 	$(PY) -m tandem_components.verdict outputs/tiny_stage2 outputs/tiny_baseline --names "tandem" "temperature 0.5" --out outputs/verdict \
 		--seed-spread $(SEED_SPREAD) --spread-source "$(SPREAD_SOURCE)"
+else
+TARGET_SHARDS := data/shards/embedded_target_$(TARGET)
+TARGET_OUT := outputs/target_$(TARGET)
+TARGET_RUN = $(TUNE) run recipes/pretrain.py --config configs/pretrain/$(1).yaml data.shards=$(TARGET_SHARDS)
+run: $(STAMP)
+	$(PY) tools/target_data_config.py --config configs/data/embedded.yaml --target $(TARGET) \
+		--out build/embedded_target_$(TARGET).yaml --output-dir $(TARGET_SHARDS)
+	$(TUNE) run recipes/prepare_data.py --config build/embedded_target_$(TARGET).yaml
+	$(call TARGET_RUN,tiny_stage1) output_dir=$(TARGET_OUT)/stage1
+	$(call TARGET_RUN,tiny_stage2) mixture.weights_from=$(TARGET_OUT)/stage1/mixture.yaml output_dir=$(TARGET_OUT)/tandem
+	$(call TARGET_RUN,tiny_stage2) mixture.weights_from=null mixture.weights=similarity output_dir=$(TARGET_OUT)/similarity
+	$(call TARGET_RUN,tiny_stage2) $(BASELINE) output_dir=$(TARGET_OUT)/temperature
+	$(PY) -m tandem_components.verdict $(TARGET_OUT)/tandem $(TARGET_OUT)/similarity --names "tandem" "similarity" \
+		--out $(TARGET_OUT)/verdict_similarity
+	$(PY) -m tandem_components.verdict $(TARGET_OUT)/tandem $(TARGET_OUT)/temperature --names "tandem" "temperature 0.5" \
+		--out $(TARGET_OUT)/verdict_temperature
+endif
 
 # The mixture comparison (benchmarks/RESULTS.md): every baseline and learner x 3 seeds on a 2048-token BPE of
 # the embedded corpus, per-domain test perplexity (~90 min on 2 cores; finished runs are skipped on a rerun).
