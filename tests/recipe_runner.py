@@ -62,6 +62,21 @@ def tune_run(
     )
 
 
+def pretrain_recipe(config: str | Path, shards, out, *overrides: str):
+    """The real pretraining recipe object on ``shards`` at test size (``TINY``), set up: ``tune run`` minus
+    the CLI, for tests that look inside it (its loaders, its optimizers) before or after ``train()``."""
+    from omegaconf import OmegaConf
+
+    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "pretrain.py"))["PretrainRecipe"]
+    cfg = OmegaConf.merge(
+        OmegaConf.load(REPO_ROOT / config),
+        OmegaConf.from_dotlist([*TINY, f"data.shards={shards}", f"output_dir={out}", *overrides]),
+    )
+    recipe = recipe_cls(cfg)
+    recipe.setup()
+    return recipe
+
+
 def run_in_process(recipe: str, config: str | Path, *overrides: str, monkeypatch) -> int:
     """Run a recipe file's ``recipe_main`` in this process, with ``sys.argv`` as ``tune run`` sets it.
 

@@ -6,27 +6,17 @@ the validation and train gradients were clipped and AdamW-normalised together.""
 from __future__ import annotations
 
 import json
-import runpy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from tests.recipe_runner import REPO_ROOT, TINY, run_in_process
+from tests.recipe_runner import TINY, pretrain_recipe, run_in_process
 
 STAGE1 = "configs/pretrain/tiny_stage1.yaml"
 
 
 def _recipe(shards, out, *overrides):
-    """The real pretraining recipe object, set up (``tune run`` minus the CLI)."""
-    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "pretrain.py"))["PretrainRecipe"]
-    cfg = OmegaConf.merge(
-        OmegaConf.load(REPO_ROOT / STAGE1),
-        OmegaConf.from_dotlist([*TINY, f"data.shards={shards}", f"output_dir={out}", *overrides]),
-    )
-    recipe = recipe_cls(cfg)
-    recipe.setup()
-    return recipe
+    return pretrain_recipe(STAGE1, shards, out, *overrides)
 
 
 def test_the_reference_steps_with_the_proxys_learning_rate_of_the_same_step(embedded_shards, tmp_path):

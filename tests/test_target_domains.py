@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from tandem_components.data.shards import ShardedCorpus
 from tandem_components.training.evaluation import DomainEval, EvalResult
 from tests.conftest import REPO_ROOT
-from tests.recipe_runner import TINY, run_in_process
+from tests.recipe_runner import TINY, pretrain_recipe, run_in_process
 
 STAGE1 = "configs/pretrain/tiny_stage1.yaml"
 TARGET = "legal"
@@ -40,14 +40,7 @@ def target_shards(fixture_corpus, fixture_tokenizer_path, tmp_path_factory) -> s
 
 
 def _recipe(shards, out, *overrides):
-    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "pretrain.py"))["PretrainRecipe"]
-    cfg = OmegaConf.merge(
-        OmegaConf.load(REPO_ROOT / STAGE1),
-        OmegaConf.from_dotlist([*TINY, f"data.shards={shards}", f"output_dir={out}", *overrides]),
-    )
-    recipe = recipe_cls(cfg)
-    recipe.setup()
-    return recipe
+    return pretrain_recipe(STAGE1, shards, out, *overrides)
 
 
 @pytest.mark.parametrize("learner", ["tandem", "doge"])
