@@ -117,6 +117,10 @@ class PretrainRecipe:
     def setup(self) -> None:
         set_seed(self.seed)
         self._setup_data()
+        # L_val's weights over the evaluated domains: the learners' validation batches and the tables'
+        # target score read this one vector (a bad mixture.target_weights fails here, before any training)
+        self.target_vector = resolve_target_weights(self.cfg.mixture.get("target_weights"), self.eval_domains,
+                                                    self.targets)
         self._setup_mixture()
         self._setup_models()
         self._setup_loaders()
@@ -263,9 +267,8 @@ class PretrainRecipe:
         )
         self.val_loader = self.probe_sampler = None
         if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient; Δ's probe
-            target = resolve_target_weights(cfg.mixture.get("target_weights"), self.eval_domains, self.targets)
             self.val_loader = WeightedDomainLoader(
-                self.val_tokens, target, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
+                self.val_tokens, self.target_vector, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
                 self.seq_len, seed=self.seed + 1, rank=self.rank, world_size=self.world_size,
             )
             self.probe_sampler = PerDomainSampler(
@@ -426,8 +429,7 @@ class PretrainRecipe:
         spec = self.cfg.mixture.get("target_weights")
         if not self.targets and (spec is None or spec == "uniform"):
             return None
-        weights = resolve_target_weights(spec, self.eval_domains, self.targets)
-        return {d: float(w) for d, w in zip(self.eval_domains, weights.tolist()) if w > 0}
+        return {d: float(w) for d, w in zip(self.eval_domains, self.target_vector.tolist()) if w > 0}
 
     def _evaluate(self, step: int):
         result = evaluate_per_domain(

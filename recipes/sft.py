@@ -49,7 +49,7 @@ from tandem_components.data import (
 )
 from tandem_components.distributed import broadcast_int, is_main_process, launched_world_size
 from tandem_components.errors import TandemError, exit_on_user_error
-from tandem_components.mixture import named_or_mapping_weights, resolve_target_weights
+from tandem_components.mixture import named_or_mapping_weights
 from tandem_components.models import load_model_weights
 from tandem_components.torchtune_api import config, get_logger
 from tandem_components.training import final_number, rouge_l
@@ -145,9 +145,8 @@ class SFTRecipe(PretrainRecipe):
         self.train_loader = self._example_loader("train", self.mixture.weights, self.batch_size, self.seed)
         self.val_loader = self.probe_sampler = None
         if self.estimator.updates_mixture:  # TANDEM's reference steps and DoGE's validation gradient; Δ's probe
-            target = resolve_target_weights(cfg.mixture.get("target_weights"), self.domains)
             self.val_loader = self._example_loader(
-                "val", target, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
+                "val", self.target_vector, self.per_rank(int(cfg.mixture.get("val_batch_size", self.global_batch_size))),
                 self.seed + 1)
             self.probe_sampler = PerCategorySampler(
                 self.examples["train"], self.per_rank(self.probe_seqs_per_domain),

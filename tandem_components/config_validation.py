@@ -579,8 +579,8 @@ def _check_mixture(raw: dict[str, Any], corpus: ShardedCorpus) -> None:
         source = "mixture.weights_from" if mix.get("weights_from") else "mixture.weights"
         low = [d for d, w in zip(domains, initial.tolist()) if w < min_weight - 1e-6]
         raise TandemError(f"{source}: weight of {low} below mixture.min_weight={min_weight}")
-    if LEARNERS[mix["learner"]].uses_validation_batches:
-        resolve_target_weights(mix.get("target_weights"), [*domains, *corpus.targets], corpus.targets)
+    # every run reads it: the learners' validation batches, and the final tables' target score
+    resolve_target_weights(mix.get("target_weights"), [*domains, *corpus.targets], corpus.targets)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -615,8 +615,7 @@ def _check_sft_data(raw: dict[str, Any]) -> None:
     if isinstance(mix.get("weights"), dict) or mix.get("weights") in ("uniform", "natural", "temperature"):
         named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights",
                                  temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
-    if LEARNERS[mix["learner"]].uses_validation_batches:
-        resolve_target_weights(mix.get("target_weights"), list(categories))
+    resolve_target_weights(mix.get("target_weights"), list(categories))  # every run reads it (the target score)
     if "pretrained_weights" not in raw:
         raise TandemError("pretrained_weights: missing; give a tandem model.safetensors (the tiny configs' base: "
                           "make sft-base) or pretrained_weights=null to fine-tune from scratch")

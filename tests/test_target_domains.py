@@ -105,14 +105,16 @@ def test_similarity_weights_lead_with_the_source_closest_to_the_target(target_sh
     assert max(drawn, key=drawn.get) == "mirror"
 
 
-@pytest.mark.parametrize("override, expected", [
-    (f"mixture.weights={{code: 0.4, tech_docs: 0.3, {TARGET}: 0.3}}", ["mixture.weights", f"['{TARGET}']", "target domain"]),
-    ("mixture.target_weights={code: 0.0}", ["mixture.target_weights", "sum to 1"]),
+@pytest.mark.parametrize("overrides, expected", [
+    ([f"mixture.weights={{code: 0.4, tech_docs: 0.3, {TARGET}: 0.3}}"], ["mixture.weights", f"['{TARGET}']", "target domain"]),
+    (["mixture.target_weights={code: 0.0}"], ["mixture.target_weights", "sum to 1"]),
+    # a fixed mixture reads target_weights too (the tables' target score): refused before training
+    (["mixture.learner=fixed", "mixture.target_weights={poetry: 1.0}"], ["mixture.target_weights", "'poetry'"]),
 ])
-def test_bad_target_input_fails_in_one_line_writing_nothing(target_shards, tmp_path, monkeypatch, capsys, override, expected):
+def test_bad_target_input_fails_in_one_line_writing_nothing(target_shards, tmp_path, monkeypatch, capsys, overrides, expected):
     out = tmp_path / "out"
     assert 2 == run_in_process("pretrain", STAGE1, *TINY, f"data.shards={target_shards}", f"output_dir={out}",
-                               "max_steps=5", override, monkeypatch=monkeypatch)
+                               "max_steps=5", *overrides, monkeypatch=monkeypatch)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tandem: error:")]
     assert len(err) == 1 and all(part in err[0] for part in expected), err
     assert not out.exists()
