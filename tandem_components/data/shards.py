@@ -306,9 +306,8 @@ def _validate_index(index: dict[str, Any]) -> None:
             raise ValueError(f"domain {domain['name']!r}: role {role!r} (expected {TARGET_ROLE!r} or none)")
         if role == TARGET_ROLE and ("train" in domain["splits"] or "val" not in domain["splits"]):
             raise ValueError(f"target domain {domain['name']!r}: expected val and test splits only")
-    if all(domain.get("role") == TARGET_ROLE for domain in index["domains"]):
-        raise ValueError("every domain is a target: at least one needs a train split")
-    for domain in index["domains"]:
         for entry in domain["splits"].values():
             if not isinstance(entry["file"], str) or not isinstance(entry["tokens"], int) or entry["tokens"] < 0:
                 raise ValueError(f"domain {domain['name']!r}: bad split entry")
+    if all(domain.get("role") == TARGET_ROLE for domain in index["domains"]):
+        raise ValueError("every domain is a target: at least one needs a train split")
