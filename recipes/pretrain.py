@@ -117,10 +117,6 @@ class PretrainRecipe:
     def setup(self) -> None:
         set_seed(self.seed)
         self._setup_data()
-        # L_val's weights over the evaluated domains: the learners' validation batches and the tables'
-        # target score read this one vector (a bad mixture.target_weights fails here, before any training)
-        self.target_vector = resolve_target_weights(self.cfg.mixture.get("target_weights"), self.eval_domains,
-                                                    self.targets)
         self._setup_mixture()
         self._setup_models()
         self._setup_loaders()
@@ -143,6 +139,13 @@ class PretrainRecipe:
         self.val_tokens = [self.corpus.tokens(d, "val") for d in self.eval_domains]
         self.test_tokens = [self.corpus.tokens(d, "test") for d in self.eval_domains]  # final evaluation only
         self.natural_tokens = [self.corpus.num_tokens(d, "train") for d in self.domains]
+        self._setup_target()
+
+    def _setup_target(self) -> None:
+        """L_val's weights over the evaluated domains: the learners' validation batches and the tables'
+        target score read this one vector (a bad mixture.target_weights fails here, before any training)."""
+        self.target_vector = resolve_target_weights(self.cfg.mixture.get("target_weights"), self.eval_domains,
+                                                    self.targets)
 
     def _setup_mixture(self) -> None:
         mix = self.cfg.mixture

@@ -117,6 +117,7 @@ class SFTRecipe(PretrainRecipe):
         log.info("SFT categories (train/val/test examples): " + ", ".join(
             f"{d}={len(a)}/{len(b)}/{len(c)}" for d, a, b, c in
             zip(self.domains, self.examples["train"], self.examples["val"], self.examples["test"])))
+        self._setup_target()
 
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.seed)
