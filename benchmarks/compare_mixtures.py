@@ -514,6 +514,8 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "run_seconds": marker.get("seconds"),
         })
     methods = [n for n in [*cfg["learners"], *cfg["fixed_baselines"]] if n not in rejected]
+    # the domains α covers: the evaluated ones less any target (val/test only, never trained on)
+    sources = list(raw_runs[0]["mixture"]) if raw_runs else []
     per_method: dict[str, Any] = {}
     for name in methods:
         final = sorted((r for r in raw_runs if r["method"] == name and r["stage"] == 2), key=lambda r: r["seed"])
@@ -538,10 +540,10 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
             "stage1_num_updates": [r["num_updates"] for r in learn],
             # how settled each seed's α trajectory was (mixture/convergence.py), and the seeds' agreement
             "convergence": [r["summary"].get("convergence") for r in learn],
-            "mixture": {d: [r["mixture"][d] for r in final] for d in domains},
+            "mixture": {d: [r["mixture"][d] for r in final] for d in sources},
         }
         if learn:
-            per_method[name]["seed_spread"] = seed_spread([[r["mixture"][d] for d in domains] for r in learn])
+            per_method[name]["seed_spread"] = seed_spread([[r["mixture"][d] for d in sources] for r in learn])
     score = cfg.get("score", "perplexity")
     if score == "target":
         missing = sorted(n for n, m in per_method.items() if m["seeds"] and "average_target" not in m)
@@ -569,7 +571,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
                 f"{m['stage1_num_updates']}): its 'learned' mixture is its starting one. Too few steps, or "
                 f"recipes/{cfg['recipe']}.py does not implement this learner?"
             )
-    return {"config": dict(cfg), "domains": domains, "methods": per_method, "runs": raw_runs, "warnings": warnings,
+    return {"config": dict(cfg), "domains": domains, "sources": sources, "methods": per_method, "runs": raw_runs, "warnings": warnings,
             "best_fixed": best_fixed, "verdicts": verdicts, "machine": machine_label(),
             "max_other_cpu_fraction": max(others) if others else None, "rejected": rejected,
             "total_run_seconds": sum(r["run_seconds"] or 0.0 for r in raw_runs)}
@@ -579,6 +581,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
 def format_results_md(results: Mapping[str, Any]) -> str:
     """The Markdown report: the perplexity table (mean ± std over seeds) and the mixtures table."""
     domains, methods, cfg = results["domains"], results["methods"], results["config"]
+    sources = results.get("sources", domains)
     score = cfg.get("score", "perplexity")
     digits = SCORES[score][1]
     scores = {n: score_of(m, score) for n, m in methods.items()}
@@ -642,11 +645,11 @@ def format_results_md(results: Mapping[str, Any]) -> str:
         "fixed: uniform = 1/M, natural = proportional to training tokens (examples in SFT), temperature:τ ∝ n^τ, "
         "unimax:C).",
         "",
-        "| method | " + " | ".join(domains) + " |",
-        "|---|" + "---:|" * len(domains),
+        "| method | " + " | ".join(sources) + " |",
+        "|---|" + "---:|" * len(sources),
     ]
     for name, m in methods.items():
-        lines.append(f"| {name} | " + " | ".join(f"{mean_std(m['mixture'][d])[0]:.3f}" for d in domains) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{mean_std(m['mixture'][d])[0]:.3f}" for d in sources) + " |")
     if results.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in results["warnings"]]
     return "\n".join(lines) + "\n"
@@ -702,8 +705,9 @@ def plot_bars(results: Mapping[str, Any], path: Path, key: str = "mixture", ylab
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    domains, methods = results["domains"], results["methods"]
+    methods = results["methods"]
     names = list(methods)
+    domains = list(methods[names[0]][key]) if names else []  # the mixture's sources, or every evaluated domain
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(domains) + 2), 4.5), dpi=110)
     colors = plt.get_cmap("tab20" if len(names) > 10 else "tab10").colors
@@ -732,7 +736,7 @@ def plot_bars(results: Mapping[str, Any], path: Path, key: str = "mixture", ylab
 
 def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:
     """The mixtures side by side per domain (the paper's Figure 5)."""
-    return plot_bars(results, path, chance=1.0 / max(len(results["domains"]), 1))
+    return plot_bars(results, path, chance=1.0 / max(len(results.get("sources", results["domains"])), 1))
 
 
 def plot_scores(results: Mapping[str, Any], path: Path) -> Path:

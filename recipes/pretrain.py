@@ -54,8 +54,8 @@ from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
 from tandem_components.estimators.doremi import freeze
 from tandem_components.mixture import (
-    MixtureState, convergence, corpus_similarity_weights, named_or_mapping_weights, plot_mixture_trajectory,
-    resolve_initial_weights, resolve_target_weights, write_mixture_export,
+    MixtureState, convergence, corpus_similarity_weights, epoch_cap_bounds, named_or_mapping_weights,
+    plot_mixture_trajectory, resolve_initial_weights, resolve_target_weights, write_mixture_export,
 )
 from tandem_components.models import export_hf_llama, load_model_weights, save_model_weights
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
@@ -149,10 +149,13 @@ class PretrainRecipe:
 
     def _setup_mixture(self) -> None:
         mix = self.cfg.mixture
+        initial = resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens,
+                                          targets=self.targets, similarity=self._similarity)
+        cap = mix.get("epoch_cap")  # UniMax's cap on α: no domain planned past C epochs of its tokens
         self.mixture = MixtureState(
             self.domains,
-            initial=resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens,
-                                            targets=self.targets, similarity=self._similarity),
+            initial=initial,
+            max_weights=None if cap is None else epoch_cap_bounds(self.natural_tokens, cap, self.run_tokens),
             lr=float(mix.get("lr", 1.0)),
             update=mix.get("update", "projected_gradient"),
             min_weight=float(mix.get("min_weight", 0.0)),
@@ -160,6 +163,9 @@ class PretrainRecipe:
             momentum=float(mix.get("momentum", 0.0)),
             average_tail=float(mix.get("average_tail", 1.0)),
         )
+        if cap is not None and not torch.allclose(self.mixture.weights, initial.to(torch.float64), atol=1e-9, rtol=0):
+            log.info(f"mixture.epoch_cap {cap}: α_0 moved under the caps: "
+                     + ", ".join(f"{d} {w:.3f}" for d, w in zip(self.domains, self.mixture.weights.tolist())))
 
     def _similarity(self) -> torch.Tensor:
         """``mixture.weights: similarity``: each source by its n-gram closeness to the target (the
@@ -527,7 +533,8 @@ class PretrainRecipe:
             "episode_len": self.episode_len, "probe_steps": self.probe_steps,
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing, "momentum": self.mixture.momentum,
-            "average_tail": self.mixture.average_tail, "carry_delta": getattr(self.estimator, "carry", None),
+            "average_tail": self.mixture.average_tail, "epoch_cap": cfg.mixture.get("epoch_cap"),
+            "carry_delta": getattr(self.estimator, "carry", None),
             "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),

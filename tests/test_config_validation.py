@@ -115,6 +115,8 @@ BAD_CONFIGS = [
     ("unknown carry mode", _set("mixture.carry_delta", "decay"), "mixture.carry_delta"),
     ("average tail above 1", _set("mixture.average_tail", 1.5), "mixture.average_tail"),
     ("average tail of 0", _set("mixture.average_tail", 0), "mixture.average_tail"),
+    ("epoch cap of 0", _set("mixture.epoch_cap", 0), "mixture.epoch_cap"),
+    ("epoch cap not a number", _set("mixture.epoch_cap", "many"), "mixture.epoch_cap"),
     ("mixture lr not positive", _set("mixture.lr", 0), "mixture.lr"),
     ("optimizer lr not positive", _set("optimizer.lr", -1e-3), "optimizer.lr"),
     ("target weights of an unknown domain", _set("mixture.target_weights", {"poetry": 1.0}), "mixture.target_weights"),

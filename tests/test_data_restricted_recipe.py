@@ -116,3 +116,31 @@ def test_resume_repeats_the_same_epochs_bit_identically(embedded_shards, tmp_pat
     for name in ("mixture_trajectory.jsonl", "generalization.json", "eval_test.json"):
         assert (whole / name).read_text() == (resumed / name).read_text(), name
     assert (whole / "model" / "model.safetensors").read_bytes() == (resumed / "model" / "model.safetensors").read_bytes()
+
+
+def test_epoch_cap_bounds_every_alpha_of_the_run(embedded_shards, tmp_path, monkeypatch, capsys):
+    """mixture.epoch_cap C: no α of the trajectory (and so no exported average) plans more than C epochs of a
+    domain's budget, C * budget_m / N; α_0 = uniform is moved under the caps first. A cap that cannot place
+    the run's tokens is refused in one line naming the key."""
+    steps, batch, seq, budget, cap = 40, 8, 64, 60000, 0.5  # N = 20,480 tokens: 0.34 epochs under natural
+    out = tmp_path / "capped"
+    status = run_in_process(
+        "data_restricted", STAGE1, *TINY, f"data.shards={embedded_shards}", f"output_dir={out}", f"max_steps={steps}",
+        f"data.total_token_budget={budget}", f"mixture.epoch_cap={cap}", "mixture.probe_seqs_per_domain=4",
+        monkeypatch=monkeypatch,
+    )
+    assert status == 0
+    rows = json.loads((out / "generalization.json").read_text())
+    bounds = {r["domain"]: cap * r["budget_tokens"] / (steps * batch * seq) for r in rows}
+    assert min(bounds.values()) < 1 / len(rows)  # the cap binds on the small domains: uniform is above it
+    trajectory = [json.loads(line)["alpha"] for line in (out / "mixture_trajectory.jsonl").read_text().splitlines()]
+    assert len(trajectory) >= 3
+    for alpha in trajectory + [yaml.safe_load((out / "mixture.yaml").read_text())["weights"]["average"]]:
+        assert all(alpha[d] <= bounds[d] + 1e-9 for d in bounds), alpha
+    assert yaml.safe_load((out / "mixture.yaml").read_text())["provenance"]["hyperparameters"]["epoch_cap"] == cap
+    status = run_in_process(
+        "data_restricted", STAGE1, *TINY, f"data.shards={embedded_shards}", f"output_dir={tmp_path / 'no'}",
+        f"max_steps={steps}", f"data.total_token_budget={budget}", "mixture.epoch_cap=0.2", monkeypatch=monkeypatch,
+    )
+    err = capsys.readouterr().err
+    assert status != 0 and "mixture.epoch_cap: 0.2 epochs" in err and "mixture.epoch_cap >= 0.341" in err

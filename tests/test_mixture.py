@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tandem_components.errors import TandemError
-from tandem_components.mixture.state import MixtureState, project_to_simplex
+from tandem_components.mixture.state import MixtureState, project_to_capped_simplex, project_to_simplex
 
 DOMAINS = ["arxiv", "books", "c4", "github"]
 
@@ -243,3 +243,61 @@ def test_state_dict_round_trip_through_weights_only_load():
     assert other.num_updates == 0
     with pytest.raises(TandemError, match="domains"):
         MixtureState(["a", "b", "c", "d"]).load_state_dict(sd)
+
+
+def _brute_force_capped_projection(v: torch.Tensor, low: float, high: torch.Tensor) -> torch.Tensor:
+    """Exact QP min ||a - v||^2 s.t. low <= a <= high, sum a = 1: every coordinate at its floor, at its cap or
+    free (a_i = v_i - θ, θ fixed by the sum); the feasible candidate of smallest distance."""
+    m = v.numel()
+    best, best_dist = None, float("inf")
+    for states in itertools.product(("low", "high", "free"), repeat=m):
+        a = torch.tensor([low if s == "low" else float(high[i]) if s == "high" else 0.0 for i, s in enumerate(states)],
+                         dtype=torch.float64)
+        free = torch.tensor([s == "free" for s in states])
+        if bool(free.any()):
+            theta = (v[free].sum() - (1.0 - a[~free].sum())) / free.sum()
+            a[free] = v[free] - theta
+        elif abs(float(a.sum()) - 1.0) > 1e-12:
+            continue
+        if bool((a >= low - 1e-12).all() and (a <= high + 1e-12).all()) and abs(float(a.sum()) - 1) < 1e-9:
+            d = float(((a - v) ** 2).sum())
+            if d < best_dist:
+                best, best_dist = a, d
+    return best
+
+
+def test_capped_projection_is_the_exact_projection():
+    """Against the brute-force QP on random points and random caps (each >= the floor, summing to >= 1)."""
+    g = torch.Generator().manual_seed(7)
+    for _ in range(40):
+        v = torch.randn(4, generator=g, dtype=torch.float64)
+        high = 0.05 + torch.rand(4, generator=g, dtype=torch.float64) * 0.6
+        if float(high.sum()) < 1.0:
+            high = high / high.sum() * 1.1
+        got = project_to_capped_simplex(v, 0.02, high)
+        assert torch.allclose(got, _brute_force_capped_projection(v, 0.02, high), atol=1e-10, rtol=0)
+        assert abs(float(got.sum()) - 1.0) < 1e-12 and bool((got <= high + 1e-15).all() and (got >= 0.02).all())
+        assert torch.allclose(project_to_capped_simplex(got, 0.02, high), got, atol=1e-15, rtol=0)  # idempotent
+    # caps that do not bind: the plain floored projection
+    v = torch.tensor([0.5, 0.2, -0.1, 0.3], dtype=torch.float64)
+    assert torch.allclose(project_to_capped_simplex(v, 0.01, torch.ones(4, dtype=torch.float64)),
+                          project_to_simplex(v, 0.01), atol=1e-15, rtol=0)
+
+
+@pytest.mark.parametrize("update", ["projected_gradient", "exponentiated_gradient"])
+def test_alpha_stays_under_its_caps(update):
+    """A Δ that keeps asking for github: α_0 (uniform) is moved under the caps at once, and no update puts a
+    domain above its cap; the capped weight goes to the others by the step, not to github."""
+    caps = [0.5, 0.5, 0.5, 0.1]
+    mix = MixtureState(DOMAINS, lr=0.5, update=update, min_weight=0.01, momentum=0.9, smoothing=1e-3,
+                       max_weights=caps)
+    assert torch.allclose(mix.weights, torch.tensor([0.3, 0.3, 0.3, 0.1], dtype=torch.float64), atol=1e-12)
+    for _ in range(30):
+        alpha = mix.step(torch.tensor([0.2, 0.0, 0.1, -1.0]))
+        assert bool((alpha <= torch.tensor(caps, dtype=torch.float64) + 1e-12).all())
+        assert abs(float(alpha.sum()) - 1.0) < 1e-12 and float(alpha.min()) >= 0.01 - 1e-12
+    assert float(alpha[3]) == pytest.approx(0.1) and float(alpha[1]) > float(alpha[2]) > float(alpha[0])
+    state = mix.state_dict()
+    assert state["max_weights"].tolist() == caps
+    with pytest.raises(TandemError, match="max_weights: the per-domain caps sum to 0.8"):
+        MixtureState(DOMAINS, max_weights=[0.2, 0.2, 0.2, 0.2])

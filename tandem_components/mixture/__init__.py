@@ -4,6 +4,7 @@ natural, temperature, unimax), the YAML export stage 2 reads, and its trajectory
 from tandem_components.mixture.convergence import Convergence, convergence, seed_spread
 from tandem_components.mixture.export import read_mixture_export, weights_vector, write_mixture_export
 from tandem_components.mixture.named import (
+    epoch_cap_bounds,
     NAMES,
     named_or_mapping_weights,
     resolve_initial_weights,
@@ -13,15 +14,17 @@ from tandem_components.mixture.named import (
 )
 from tandem_components.mixture.plots import plot_mixture_trajectory
 from tandem_components.mixture.similarity import corpus_similarity_weights, similarity_weights
-from tandem_components.mixture.state import UPDATES, MixtureState, project_to_simplex
+from tandem_components.mixture.state import UPDATES, MixtureState, project_to_capped_simplex, project_to_simplex
 
 __all__ = [
     "corpus_similarity_weights",
     "similarity_weights",
     "MixtureState",
     "UPDATES",
+    "project_to_capped_simplex",
     "project_to_simplex",
     "NAMES",
+    "epoch_cap_bounds",
     "named_or_mapping_weights",
     "resolve_initial_weights",
     "resolve_target_weights",

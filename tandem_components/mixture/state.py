@@ -91,6 +91,32 @@ def project_to_simplex(v: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor
     return torch.clamp(y - theta, min=0.0) + min_weight
 
 
+def project_to_capped_simplex(v: torch.Tensor, min_weight: float, max_weights: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of the (M,) ``v`` onto ``{a : min_weight <= a_m <= max_weights_m, sum_m a_m = 1}``.
+
+    The projection is ``clip(v - θ, min_weight, max_weights)`` for the θ at which it sums to 1 (the sum falls
+    as θ grows): θ is bracketed by bisection, then solved exactly over the entries strictly inside their
+    bounds, so the result sums to 1 within float rounding. The caller guarantees the set is not empty
+    (``M * min_weight <= 1 <= sum(max_weights)``, ``max_weights >= min_weight``)."""
+    v = v.detach().to(dtype=torch.float64)
+    low = torch.full_like(v, float(min_weight))
+    high = max_weights.to(dtype=torch.float64)
+    lo, hi = float((v - high).min()) - 1.0, float((v - low).max()) + 1.0  # sum >= 1 at lo, <= 1 at hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if float(torch.minimum(torch.maximum(v - mid, low), high).sum()) > 1.0:
+            lo = mid
+        else:
+            hi = mid
+    theta = 0.5 * (lo + hi)
+    a = torch.minimum(torch.maximum(v - theta, low), high)
+    free = (v - theta > low) & (v - theta < high)
+    if bool(free.any()):  # the exact θ over the free entries: the bounded ones are fixed at their bound
+        theta = float((v[free].sum() - (1.0 - a[~free].sum())) / free.sum())
+        a[free] = v[free] - theta
+    return a
+
+
 class MixtureState:
     """The mixture α over ``domains`` and its trajectory.
 
@@ -105,6 +131,10 @@ class MixtureState:
         momentum: β of the exponential average of Δ that α steps with, ``0 <= β < 1`` (0: the last Δ).
         average_tail: the fraction of the run, counted back from its end, that ``average`` covers,
             ``0 < f <= 1`` (1: the whole trajectory, as DoReMi exports; 0.5: its second half) [project].
+        max_weights: an upper bound per domain on every α (``None``: none) [project]: the recipes pass
+            ``mixture.epoch_cap`` C as ``C * n_m / N`` (UniMax's cap on α: no domain seen more than C epochs).
+            A bound below ``min_weight`` is raised to it; the bounds must sum to >= 1. An α_0 above a bound
+            is projected onto the capped simplex (logged by the recipe), and every update projects onto it.
 
     Attributes:
         history: α after each update, ``history[0]`` = α_0; each (M,) float64.
@@ -134,6 +164,7 @@ class MixtureState:
         smoothing: float = 0.0,
         momentum: float = 0.0,
         average_tail: float = 1.0,
+        max_weights: Sequence[float] | torch.Tensor | None = None,
     ):
         if isinstance(domains, str) or not isinstance(domains, Sequence) or len(domains) == 0:
             raise TandemError(f"domains: expected a non-empty list of domain names, got {domains!r}")
@@ -162,6 +193,12 @@ class MixtureState:
         if not 0.0 < average_tail <= 1.0:
             raise TandemError(f"average_tail: expected 0 < average_tail <= 1, got {average_tail}")
 
+        if max_weights is not None:
+            max_weights = _as_float64_vector(max_weights, "max_weights", m).clamp(min=min_weight)
+            if float(max_weights.sum()) < 1.0 - _FLOOR_TOL:
+                raise TandemError(f"max_weights: the per-domain caps sum to {float(max_weights.sum()):.6g} < 1: "
+                                  "no mixture fits under them (raise the cap or shorten the run)")
+
         if initial is None:
             alpha = torch.full((m,), 1.0 / m, dtype=torch.float64)
         else:
@@ -176,6 +213,9 @@ class MixtureState:
             if bool((alpha < min_weight - _SUM_TOL).any()):
                 raise TandemError(f"initial: expected every weight >= min_weight={min_weight}, got {alpha.tolist()}")
 
+        self.max_weights = max_weights
+        if max_weights is not None and bool((alpha > max_weights + _FLOOR_TOL).any()):
+            alpha = project_to_capped_simplex(alpha, min_weight, max_weights)
         self.domains: list[str] = domains
         self.lr = lr
         self.update = update
@@ -245,22 +285,30 @@ class MixtureState:
             self.velocity = self.momentum * self.velocity + (1.0 - self.momentum) * delta
             direction = self.velocity
         if self.update == "projected_gradient":
-            new = project_to_simplex(alpha - self.lr * direction, self.min_weight)
+            new = self._project(alpha - self.lr * direction)
         else:
             # log-space for stability; a zero weight stays zero (log 0 = -inf -> exp = 0).
             logits = torch.log(alpha) - self.lr * direction
             new = torch.softmax(logits, dim=0)
-            if self.min_weight > 0:
-                new = project_to_simplex(new, self.min_weight)
+            if self.min_weight > 0 or self.max_weights is not None:
+                new = self._project(new)
         if self.smoothing > 0:
             # keeps the floor: (1-eps) a + eps/M >= a whenever a <= 1/M, and min_weight <= 1/M.
             new = (1.0 - self.smoothing) * new + self.smoothing / len(self.domains)
+        if self.max_weights is not None:  # the caps last: the step and the smoothing may both cross them
+            new = project_to_capped_simplex(new, self.min_weight, self.max_weights)
         self._alpha = new
         self.history.append(new.clone())
         self.deltas.append(delta)
         if at_step is not None:
             self.update_steps.append(int(at_step))
         return new.clone()
+
+    def _project(self, v: torch.Tensor) -> torch.Tensor:
+        """Onto the floored simplex, under the per-domain caps when there are any."""
+        if self.max_weights is None:
+            return project_to_simplex(v, self.min_weight)
+        return project_to_capped_simplex(v, self.min_weight, self.max_weights)
 
     # ---- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -279,6 +327,7 @@ class MixtureState:
             "smoothing": self.smoothing,
             "momentum": self.momentum,
             "average_tail": self.average_tail,
+            "max_weights": self.max_weights.clone() if self.max_weights is not None else torch.zeros(0, dtype=torch.float64),
             "velocity": self.velocity.clone(),
         }
 
