@@ -127,14 +127,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"--config: {path} not found")
-    cfg = OmegaConf.load(path)
+    raw = apply_overrides(OmegaConf.load(path), overrides)
+    return check_config(raw, source=str(path))
+
+
+def apply_overrides(cfg: Any, overrides: Sequence[str]) -> dict[str, Any]:
+    """``cfg`` (an OmegaConf config) with ``key=value`` set and ``~key`` deleted, as the ``tune`` CLI does,
+    resolved to plain Python."""
     deletions = [o[1:] for o in overrides if o.startswith("~")]
     dotlist = [o for o in overrides if not o.startswith("~")]
     bad = [o for o in dotlist if "=" not in o]
     if bad:
         raise HarnessError(f"overrides: expected key=value or ~key, got {bad}")
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
-    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw = OmegaConf.to_container(OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist)), resolve=True)
     for key in deletions:
         *parents, leaf = key.split(".")
         node = raw
@@ -143,7 +148,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         if not isinstance(node, dict) or leaf not in node:
             raise HarnessError(f"overrides: ~{key}: no such key")
         del node[leaf]
-    return check_config(raw, source=str(path))
+    return raw
 
 
 def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
@@ -298,8 +303,7 @@ def _run_name(run: Mapping[str, Any]) -> str:
 
 def resolved_config_sha256(config: str | Path, overrides: Sequence[str]) -> str:
     """sha256 of the recipe config as the recipe sees it: the YAML with the overrides merged, resolved."""
-    cfg = OmegaConf.merge(OmegaConf.load(_repo_path(config)), OmegaConf.from_dotlist(list(overrides)))
-    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    text = json.dumps(apply_overrides(OmegaConf.load(_repo_path(config)), overrides), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -42,9 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from tandem_components.atomic import atomic_write_text
-from tandem_components.config_validation import SFT_SPLITS as SPLITS, TRAIN_EXAMPLES, validate_sft_config
+from tandem_components.config_validation import SFT_SPLITS as SPLITS, TARGET_KEY, TRAIN_EXAMPLES, validate_sft_config
 from tandem_components.data import (
-    PerCategorySampler, WeightedExampleLoader, chat_format, eval_example_batches, load_category,
+    TARGET_SPLITS, PerCategorySampler, WeightedExampleLoader, chat_format, eval_example_batches, load_category,
     resolve_files, subset_examples, tokenize_category, tokenize_example, tokenizer_sha256,
 )
 from tandem_components.distributed import broadcast_int, is_main_process, launched_world_size
@@ -90,15 +90,18 @@ class SFTRecipe(PretrainRecipe):
         fields = {"prompt_field": data.get("prompt_field", "prompt"),
                   "response_field": data.get("response_field", "response")}
         categories = OmegaConf.to_container(data.categories, resolve=True)
-        self.domains = list(categories)
-        self.targets: list[str] = []  # a validation-only category: not yet (every category has a train split)
-        self.eval_domains = self.domains
+        # α covers the trained categories; a target category (target: true) has val and test only: the
+        # learners' validation data and the target score read it, the loader never samples it
+        self.targets = [n for n, c in categories.items() if c.get(TARGET_KEY) is True]
+        self.domains = [n for n in categories if n not in self.targets]
+        self.eval_domains = [*self.domains, *self.targets]
         digest = hashlib.sha256(json.dumps([fields, self.chat_format.name, self.chat_format.system]).encode())
-        self.examples: dict[str, list] = {s: [] for s in SPLITS}  # split -> per category
-        self.raw_test = []
+        self.examples: dict[str, list] = {s: [] for s in SPLITS}  # split -> per category (train: trained ones)
+        self.raw_test = []  # per evaluated category
         max_len = self.seq_len + 1  # inputs are ids[:-1]
-        for name, sources in categories.items():
-            for split in SPLITS:
+        for name in self.eval_domains:
+            sources = categories[name]
+            for split in TARGET_SPLITS if name in self.targets else SPLITS:
                 examples = load_category(name, split, sources[split], **fields)
                 if split == "train":  # val and test stay whole: only what is trained on is subset
                     examples = subset_examples(name, examples, sources.get(TRAIN_EXAMPLES))
@@ -114,10 +117,15 @@ class SFTRecipe(PretrainRecipe):
                               tokenizer_sha256=tokenizer_sha256(path) if path and Path(path).is_file() else None)
         self.natural_tokens = [len(c) for c in self.examples["train"]]  # "natural" = example proportions
         self.train_tokens = None  # SFT has examples, not token streams
+        train = [*(len(a) for a in self.examples["train"]), *("target" for _ in self.targets)]
         log.info("SFT categories (train/val/test examples): " + ", ".join(
-            f"{d}={len(a)}/{len(b)}/{len(c)}" for d, a, b, c in
-            zip(self.domains, self.examples["train"], self.examples["val"], self.examples["test"])))
+            f"{d}={a}/{len(b)}/{len(c)}" for d, a, b, c in
+            zip(self.eval_domains, train, self.examples["val"], self.examples["test"])))
         self._setup_target()
+
+    def _similarity(self) -> torch.Tensor:
+        raise TandemError("mixture.weights: similarity compares token shards' n-grams; the SFT recipe reads "
+                          "examples, not shards: use another mixture here")
 
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.seed)
@@ -212,7 +220,7 @@ class SFTRecipe(PretrainRecipe):
             return
         was_training = self.model.training
         self.model.eval()
-        for name, examples in zip(self.domains, self.raw_test):
+        for name, examples in zip(self.eval_domains, self.raw_test):
             scores = []
             for ex in examples[:n]:
                 t = tokenize_example(self.tokenizer, ex, self.chat_format, max_len=self.seq_len + 1)
@@ -243,12 +251,15 @@ class SFTRecipe(PretrainRecipe):
         epochs = self.train_loader.epochs_seen().tolist()
         last = self.mixture.last().tolist()
         rows = []
-        for i, d in enumerate(self.domains):
+        for i, d in enumerate(self.eval_domains):  # a target last: never trained on, no α
             e = self.final_test.per_domain[d]
             m = self.task_metrics.get(d, {})
+            trained = i < len(self.domains)
             rows.append({"category": d, "test_loss": e.loss, "test_ppl": e.perplexity, "metric": m.get("metric", ""),
-                         "value": m.get("value", float("nan")), "train_examples": len(self.examples["train"][i]),
-                         "epochs": epochs[i], "alpha": last[i]})
+                         "value": m.get("value", float("nan")),
+                         "train_examples": len(self.examples["train"][i]) if trained else 0,
+                         "epochs": epochs[i] if trained else 0.0, "alpha": last[i] if trained else 0.0,
+                         "role": "source" if trained else "target"})
         return rows
 
     def _summary(self) -> dict:

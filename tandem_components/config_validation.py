@@ -52,7 +52,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tandem_components.data.corpus_sources import check_source
-from tandem_components.data.shards import ShardedCorpus
+from tandem_components.data.shards import TARGET_SPLITS, ShardedCorpus
 from tandem_components.data.tokenizer import tokenizer_sha256
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
 from tandem_components.estimators import CARRY_MODES, LEARNERS
@@ -195,6 +195,8 @@ REQUIRED_SECTIONS = ("data", "model", "optimizer", "mixture", "eval", "metric_lo
 #: of its training examples (``data.sft_data.subset_examples``)
 SFT_SPLITS = ("train", "val", "test")
 TRAIN_EXAMPLES = "train_examples"
+#: a category's key marking it a target: val and test only, read by the learners and scored, never trained on
+TARGET_KEY = "target"
 #: the SFT recipe's keys: the pretraining SCHEMA with an SFT ``data`` and ``eval`` section, a tokenizer
 #: component and optional starting weights from a tandem-pretrained model.
 SFT_SCHEMA: dict[str, Any] = {
@@ -603,21 +605,34 @@ def _check_sft_data(raw: dict[str, Any]) -> None:
     if not categories:
         raise TandemError("data.categories: expected at least one category {name: {train, val, test}}")
     for name, sources in categories.items():
-        if not isinstance(sources, dict) or set(sources) - {TRAIN_EXAMPLES} != set(SFT_SPLITS):
+        target = isinstance(sources, dict) and sources.get(TARGET_KEY) is True
+        splits = TARGET_SPLITS if target else SFT_SPLITS
+        extra = {TARGET_KEY} if target else {TRAIN_EXAMPLES, TARGET_KEY}
+        if not isinstance(sources, dict) or not set(splits) <= set(sources) <= set(splits) | extra \
+                or sources.get(TARGET_KEY, False) not in (True, False):
             got = sorted(sources) if isinstance(sources, dict) else sources
-            raise TandemError(f"data.categories.{name}: expected the sources of train, val and test "
-                              f"(and optionally {TRAIN_EXAMPLES}), got {got}")
-        for split in SFT_SPLITS:
+            raise TandemError(f"data.categories.{name}: expected the sources of train, val and test (and optionally "
+                              f"{TRAIN_EXAMPLES}), or a target (target: true) with val and test only, got {got}")
+        for split in splits:
             check_source(name, split, sources[split])
+    targets = [n for n, s in categories.items() if s.get(TARGET_KEY) is True]
+    trained = [n for n in categories if n not in targets]
+    if not trained:
+        raise TandemError(f"data.categories: every category is a target ({targets}); at least one must have a "
+                          "train split to learn a mixture over")
     for name in raw["eval"].get("exact_match_categories") or []:
         if name not in categories:
             raise TandemError(f"eval.exact_match_categories: {name!r} is not a category ({sorted(categories)})")
     mix = raw["mixture"]
     # unimax needs the categories' example counts: the recipe checks it once the data is read
+    if isinstance(mix.get("weights"), dict) and set(mix["weights"]) & set(targets):
+        raise TandemError(f"mixture.weights: {sorted(set(mix['weights']) & set(targets))} is a target category "
+                          f"(val/test only, never trained on); weights cover the trained ones: {trained}")
     if isinstance(mix.get("weights"), dict) or mix.get("weights") in ("uniform", "natural", "temperature"):
-        named_or_mapping_weights(mix["weights"], list(categories), [1] * len(categories), key="mixture.weights",
+        named_or_mapping_weights(mix["weights"], trained, [1] * len(trained), key="mixture.weights",
                                  temperature=mix.get("temperature"), max_epochs=mix.get("max_epochs"))
-    resolve_target_weights(mix.get("target_weights"), list(categories))  # every run reads it (the target score)
+    # every run reads it (the target score); a target category makes the default target
+    resolve_target_weights(mix.get("target_weights"), [*trained, *targets], targets)
     if "pretrained_weights" not in raw:
         raise TandemError("pretrained_weights: missing; give a tandem model.safetensors (the tiny configs' base: "
                           "make sft-base) or pretrained_weights=null to fine-tune from scratch")

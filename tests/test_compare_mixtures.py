@@ -325,3 +325,15 @@ def test_score_target_ranks_by_the_target_perplexity_with_the_domains_beside_it(
     assert "no target" in cfg["notes"]["doremi"]  # DoReMi reads no validation data: its row says so
     similarity = [r for r in cm.plan_runs(cfg, tmp_path / "out") if r["method"] == "similarity:0.5"][0]
     assert {"mixture.weights=similarity", "mixture.similarity_temperature=0.5"} <= set(similarity["overrides"])
+
+
+def test_recipe_overrides_may_delete_keys_as_the_tune_cli_does():
+    """``~key`` in a stage's overrides (e.g. a category made an SFT target loses its train split): the run's
+    resume hash sees the key deleted, and a key that does not exist is refused."""
+    config = "configs/sft/tiny_stage1.yaml"
+    plain = cm.resolved_config_sha256(config, ["max_steps=5"])
+    deleted = cm.resolved_config_sha256(config, ["max_steps=5", "~data.categories.chat.train"])
+    assert deleted != plain
+    assert deleted == cm.resolved_config_sha256(config, ["~data.categories.chat.train", "max_steps=5"])
+    with pytest.raises(cm.HarnessError, match="~data.categories.poetry: no such key"):
+        cm.resolved_config_sha256(config, ["~data.categories.poetry"])

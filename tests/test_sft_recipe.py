@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tandem_components.mixture.export import read_mixture_export
+from tests.conftest import REPO_ROOT as REPO_ROOT_FOR_DATA
 from tests.recipe_runner import run_in_process, run_in_process_for_fixture
 from tests.recipe_runner import sft_tiny as tiny
 
@@ -69,7 +70,7 @@ def _write(path, rows):
 
 
 @pytest.mark.parametrize("case", ["empty_category", "missing_response", "mismatched_checkpoint", "unknown_key",
-                                  "subset_too_large"])
+                                  "subset_too_large", "target_with_train", "weights_name_a_target"])
 def test_bad_input_exits_2_with_one_line(case, fixture_tokenizer_path, tmp_path, monkeypatch, capsys):
     overrides = [*tiny(fixture_tokenizer_path), f"output_dir={tmp_path / 'out'}", "max_steps=2"]
     if case == "empty_category":
@@ -93,6 +94,15 @@ def test_bad_input_exits_2_with_one_line(case, fixture_tokenizer_path, tmp_path,
         overrides.append(f"pretrained_weights={path}")  # the config says embed_dim=64
         expected = str(path)
         message = "weights do not match the model config"
+    elif case == "target_with_train":
+        overrides.append("data.categories.chat.target=true")  # chat still names its train split
+        expected = "data.categories.chat"
+        message = "a target (target: true) with val and test only"
+    elif case == "weights_name_a_target":
+        overrides += ["~data.categories.chat.train", "~data.categories.chat.train_examples",
+                      "data.categories.chat.target=true", "mixture.weights={math: 0.5, chat: 0.5}"]
+        expected = "mixture.weights"
+        message = "['chat'] is a target category"
     elif case == "subset_too_large":
         overrides.append("data.categories.chat.train_examples=5000")
         expected = "data.categories.chat.train_examples"
@@ -137,3 +147,47 @@ def test_baseline_learners_run_over_categories(learner, fixture_tokenizer_path, 
     )
     weights, doc = read_mixture_export(out / "mixture.yaml", use="last")
     assert doc["method"] == learner and list(weights) == CATEGORIES and doc["provenance"]["num_updates"] == 2
+
+
+def _sft_recipe(tokenizer, out, *overrides):
+    """The real SFT recipe object, set up, with ``chat`` a target category (val and test only)."""
+    import runpy
+
+    from tests.conftest import REPO_ROOT
+
+    recipe_cls = runpy.run_path(str(REPO_ROOT / "recipes" / "sft.py"), run_name="recipes.sft")["SFTRecipe"]
+    cfg = OmegaConf.merge(OmegaConf.load(REPO_ROOT / STAGE1),
+                          OmegaConf.from_dotlist([*tiny(tokenizer), f"output_dir={out}", *overrides]))
+    chat = cfg.data.categories.chat
+    del chat["train"], chat["train_examples"]
+    chat.target = True
+    recipe = recipe_cls(cfg)
+    recipe.setup()
+    return recipe
+
+
+@pytest.mark.parametrize("learner", ["tandem", "doge"])
+def test_a_target_category_is_read_by_the_learner_and_scored_never_trained_on(learner, fixture_tokenizer_path,
+                                                                               tmp_path, monkeypatch):
+    """α covers the four trained categories; every validation batch (TANDEM's reference, DoGE's gradient) is
+    the target's; the loader never draws it; the target is scored on test, with its task metric."""
+    monkeypatch.chdir(REPO_ROOT_FOR_DATA)
+    out = tmp_path / "out"
+    recipe = _sft_recipe(fixture_tokenizer_path, out, f"mixture.learner={learner}", "max_steps=6",
+                         "mixture.episode_len=3", "mixture.probe_steps=2", "mixture.probe_seqs_per_domain=2",
+                         "mixture.val_batch_size=4")
+    assert recipe.domains == ["math", "summarize", "define", "docstring"] and recipe.targets == ["chat"]
+    chat = recipe.eval_domains.index("chat")
+    assert all(bool((next(iter(recipe.val_loader)).domain_ids == chat).all()) for _ in range(3))
+    assert all(int(next(iter(recipe.train_loader)).domain_ids.max()) < len(recipe.domains) for _ in range(5))
+    if learner == "doge":
+        recipe.val_iter = iter(recipe.val_loader)
+        assert bool((recipe.estimator.val_batches().domain_ids == chat).all())
+    recipe.train()
+    recipe.cleanup()
+    assert len(recipe.mixture.last()) == 4 and list(OmegaConf.load(out / "mixture.yaml").domains) == recipe.domains
+    rows = {r["category"]: r for r in json.loads((out / "sft_eval.json").read_text())}
+    assert rows["chat"]["role"] == "target" and rows["chat"]["train_examples"] == 0 and rows["chat"]["metric"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["test_loss"] == pytest.approx(rows["chat"]["test_loss"], abs=1e-12)
+
