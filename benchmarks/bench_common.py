@@ -23,7 +23,11 @@ if str(REPO_ROOT) not in sys.path:  # `python benchmarks/bench_x.py` puts benchm
 
 
 def tune_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    """The environment of a ``tune run`` child: the repository first on PYTHONPATH (its ``recipes``, not the
+    one torchtune's wheel ships), then what was there (on a GPU machine without torchtune: the folder its
+    carried wheels are installed in, benchmarks/device/run_gpu_check.sh)."""
+    path = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def tune_command(recipe: str, config: str | Path, *overrides: str) -> list[str]:
