@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tandem-installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run prepare compare compare-second compare-third compare-target sft-base compare-sft compare-sft-target test bench clean
+.PHONY: setup run prepare device-wheels compare compare-second compare-third compare-target sft-base compare-sft compare-sft-target test bench clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,19 @@ run: $(STAMP)
 	$(PY) -m tandem_components.verdict $(TARGET_OUT)/tandem $(TARGET_OUT)/temperature --names "tandem" "temperature 0.5" \
 		--out $(TARGET_OUT)/verdict_temperature
 endif
+
+# What a lent GPU machine (no network; python3 3.12 + torch 2.11, without torchtune & co.) needs to run
+# benchmarks/gpu_check.py: the pinned wheels of benchmarks/device/wheels.txt in .whl/ (git-ignored; emptied
+# first: two versions of one package stop the install there) and the prepared shards, both carried by the
+# run tool (benchmarks/README.md, "On a lent GPU machine"); then check that they fit in what travels (64 MiB).
+DEVICE_SHARDS := data/shards/embedded
+DEVICE_PLATFORMS := $(foreach n,2_28 2_27 2_24 2_17,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64 --platform manylinux1_x86_64
+device-wheels: $(STAMP)
+	rm -rf .whl && mkdir .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(DEVICE_PLATFORMS) -d .whl -r benchmarks/device/wheels.txt
+	test -f $(DEVICE_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config configs/data/embedded.yaml
+	$(PY) benchmarks/device/check_payload.py --carry .whl $(DEVICE_SHARDS)
 
 # The mixture comparison (benchmarks/RESULTS.md): every baseline and learner x 3 seeds on a 2048-token BPE of
 # the embedded corpus, per-domain test perplexity (~90 min on 2 cores; finished runs are skipped on a rerun).

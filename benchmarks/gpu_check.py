@@ -2,6 +2,8 @@
 
     python benchmarks/gpu_check.py                 # one H100/H200: a ~100M proxy, bf16; sized for <= 8 minutes
     python benchmarks/gpu_check.py --smoke         # CPU, tiny model, a few steps: every part runs (the tests)
+    bash benchmarks/device/run_gpu_check.sh        # on a lent GPU machine without network or torchtune
+                                                   # (benchmarks/README.md, "On a lent GPU machine")
 
 Needs prepared shards (``make prepare``: ``data/shards/embedded``; ``--shards`` for others). Every figure
 comes from the real recipe (``recipes/pretrain.py`` in this process, one run after the other) or the real
