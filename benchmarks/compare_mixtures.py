@@ -594,7 +594,7 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     seeds = sorted({s for m in methods.values() for s in m["seeds"]})
     best_fixed = results.get("best_fixed")
     split = cfg.get("split", "test")
-    figure = "perplexity" if score == "perplexity" else "loss (nats/token)"
+    figure = "loss (nats/token)" if score == "loss" else "perplexity"  # target: per-domain perplexity beside it
     label = (f"**test** {figure} (the split no method reads)" if split == "test" else
              f"**val** {figure} (whole val split: the table for choosing settings; its figures are not results, "
              "and the learners read this split)")
