@@ -108,8 +108,8 @@ def _verdict(diff: float, se: float, n: int) -> str:
 def format_md(summary: Mapping[str, Any], title: str) -> str:
     targets = summary["targets"]
     names = list(dict.fromkeys(n for row in targets.values() for n in row["methods"]))
-    lines = [f"# {title}", "", "Target test perplexity (the target-weighted mean test loss, exponentiated), mean ± SE "
-             "over seeds; lower is better. The target is never trained on.", "",
+    lines = [f"# {title}", "", f"Target {summary['split']} perplexity (the target-weighted mean {summary['split']} loss, "
+             "exponentiated), mean ± SE over seeds; lower is better. The target is never trained on.", "",
              "| method | " + " | ".join(targets) + " |", "|---|" + "---:|" * len(targets)]
     for name in names:
         cells = []
@@ -163,6 +163,7 @@ def write_target_table(out: Path, targets: Sequence[str]) -> dict[str, Path]:
     results = {t: json.loads((out / t / "results.json").read_text(encoding="utf-8")) for t in targets}
     summary = summarise(results)
     first = next(iter(results.values()))["config"]
+    summary["split"] = first.get("split", "test")
     title = (f"Mixing for a target, leave-one-out ({first.get('split', 'test')} split, seeds {first.get('seeds')}, "
              f"`{first.get('recipe')}`)")
     paths = {"json": out / "results.json", "md": out / "results.md"}
