@@ -127,8 +127,14 @@ def chunk_text(text: str, target: int = TARGET_CHARS, max_chars: int = MAX_CHARS
                 buf = []
         if buf:
             pieces.append("\n".join(buf))
+    return pack_paragraphs(pieces, target, min_tail=target // 4)
+
+
+def pack_paragraphs(paragraphs: list[str], target: int, min_tail: float) -> list[str]:
+    """Join consecutive paragraphs (with a blank line) into chunks of at least ``target`` characters; a
+    last chunk shorter than ``min_tail`` is appended to the one before it rather than left on its own."""
     chunks, cur, size = [], [], 0
-    for p in pieces:
+    for p in paragraphs:
         cur.append(p)
         size += len(p) + 2
         if size >= target:
@@ -136,7 +142,7 @@ def chunk_text(text: str, target: int = TARGET_CHARS, max_chars: int = MAX_CHARS
             cur, size = [], 0
     if cur:
         tail = "\n\n".join(cur)
-        if chunks and len(tail) < target // 4:
+        if chunks and len(tail) < min_tail:
             chunks[-1] += "\n\n" + tail
         else:
             chunks.append(tail)

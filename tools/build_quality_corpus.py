@@ -63,6 +63,10 @@ from pathlib import Path
 
 import yaml
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # build_corpus beside it, however this file is run
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_corpus import pack_paragraphs  # noqa: E402
+
 from tandem_components.atomic import atomic_write_text
 from tandem_components.data import building_dataset_dir, iter_documents
 from tandem_components.errors import TandemError
@@ -212,20 +216,7 @@ def pieces(text: str, target: int) -> list[str]:
     """Cut a document at paragraph breaks into pieces of about ``target`` characters (0: keep it whole)."""
     if target <= 0 or len(text) < 2 * target:
         return [text]
-    out, cur, size = [], [], 0
-    for para in text.split("\n\n"):
-        cur.append(para)
-        size += len(para) + 2
-        if size >= target:
-            out.append("\n\n".join(cur))
-            cur, size = [], 0
-    if cur:
-        tail = "\n\n".join(cur)
-        if out and len(tail) < target / 2:
-            out[-1] += "\n\n" + tail
-        else:
-            out.append(tail)
-    return out
+    return pack_paragraphs(text.split("\n\n"), target, min_tail=target / 2)
 
 
 def damaged_positions(n: int, fraction: float) -> list[bool]:
