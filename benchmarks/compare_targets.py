@@ -34,6 +34,7 @@ for path in (REPO_ROOT, REPO_ROOT / "benchmarks"):  # `python benchmarks/compare
 
 from target_table import write_target_table  # noqa: E402
 from tandem_components.atomic import atomic_write_text  # noqa: E402
+from tandem_components.errors import TandemError  # noqa: E402
 
 TARGET_CONFIG = runpy.run_path(str(REPO_ROOT / "tools" / "target_data_config.py"))["target_config"]
 
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             common = f"common_overrides=[data.shards={shards},model.vocab_size={vocab}]"
             subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "compare_mixtures.py"), "--config",
                             args.config, "--out", str(out / target), common, *args.overrides], cwd=REPO_ROOT, check=True)
+    except (OSError, TandemError) as e:  # a missing data config, a target that is not one of its domains
+        print(f"compare_targets: error: {e}", file=sys.stderr)
+        return 2
     except subprocess.CalledProcessError as e:
         print(f"compare_targets: error: {' '.join(map(str, e.cmd[:4]))} ... failed (exit {e.returncode}); its "
               "output is above", file=sys.stderr)

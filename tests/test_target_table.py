@@ -65,3 +65,18 @@ def test_learners_are_ranked_against_each_targets_best_count_heuristic_and_simil
     assert "| t2 | tandem | +10.00 ± 0.58 | 1.099 | **worse** |" in md
     assert "2.00x" in md  # stage 1 (100 s) against one stage-2 run (50 s)
     assert "| a | 0.800 | 0.600 | 0.500 |" in md  # tandem beside similarity and the best count heuristic
+
+
+def test_the_driver_refuses_a_target_the_data_config_lacks_in_one_line(tmp_path):
+    """``compare_targets.py --targets poetry`` on a corpus without poetry: exit 2, one line, nothing run."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "compare_targets.py"), "--config",
+         "benchmarks/configs/compare_target.yaml", "--data-config", "configs/data/embedded.yaml",
+         "--targets", "poetry", "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and "no domain 'poetry'" in err[0], result.stderr
+    assert not (tmp_path / "out").exists()
