@@ -171,7 +171,8 @@ def test_the_harness_plans_a_swarm_learner_as_the_driver(tmp_path):
 @pytest.mark.slow
 def test_a_swarm_through_the_harness_feeds_stage_2_then_resumes(embedded_shards, tmp_path, capsys):
     """4 tiny proxy runs (3 steps each) under an epoch cap that binds, the fit, its export trained on in
-    stage 2; then the comparison again (nothing runs), then the swarm's marker removed: the driver reruns, finds its 4 proxy runs finished, and writes the same export (stage 2 is not redone)."""
+    stage 2; then the comparison again (nothing runs), then the swarm's marker removed: the driver reruns,
+    finds its 4 proxy runs finished, and writes the same export (stage 2 is not redone)."""
     tiny = [o for o in TINY if not o.startswith("lr_scheduler")] + ["lr_scheduler.warmup_steps=1"]
     common = [*tiny, f"data.shards={embedded_shards}", "data.total_token_budget=60000", "max_steps=3",
               "eval.test_windows_per_domain=4"]
