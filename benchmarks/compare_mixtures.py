@@ -506,8 +506,9 @@ def _outcome(run: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
     """The figure of a finished run printed on its line: mean perplexity, or a swarm's search."""
     if run.get("swarm") is not None:
         summary = json.loads((Path(run["dir"]) / "summary.json").read_text(encoding="utf-8"))
+        rho = summary["spearman"][summary["model"]]
         return (f"{summary['n']} proxy runs, {summary['model']} regression (held-out Spearman "
-                f"{summary['spearman'][summary['model']]})")
+                f"{'—' if rho is None else f'{rho:.3f}'})")
     split = cfg["split"] if run["stage"] == 2 else "test"
     evaluation = json.loads((Path(run["dir"]) / SPLIT_FILES[split]).read_text(encoding="utf-8"))
     return f"mean {split} ppl {evaluation['mean_perplexity']:.2f}"

@@ -251,8 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         os.chdir(here)
     summary = json.loads(paths["summary.json"].read_text(encoding="utf-8"))
+    rho = {m: "—" if r is None else f"{r:.3f}" for m, r in summary["spearman"].items()}
     print(f"\nswarm: {summary['n']} runs, {summary['model']} regression (held-out Spearman: ridge "
-          f"{summary['spearman']['ridge']}, gbm {summary['spearman']['gbm']}); predicted {summary['objective']} "
+          f"{rho['ridge']}, gbm {rho['gbm']}); predicted {summary['objective']} "
           f"{summary['predicted_score']:.4f} at\n  " + " ".join(f"{d}={w:.3f}" for d, w in summary["optimum"].items())
           + f"\nbest measured run: {summary['best_run']['run']} ({summary['best_run']['score']:.4f}); proxy training "
           f"time {summary['wall_time_s']:.1f}s\nOutputs in {setup['out']}/:\n"
