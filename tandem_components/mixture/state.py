@@ -117,8 +117,11 @@ def project_to_capped_simplex(v: torch.Tensor, min_weight: float, max_weights: t
     free = (v - theta > low) & (v - theta < high)
     # the exact θ over the free entries of each row: the bounded ones are fixed at their bound
     count = free.sum(dim=-1, keepdim=True)
-    inside = torch.where(free, v, 0.0).sum(dim=-1, keepdim=True)
-    fixed = torch.where(free, 0.0, a).sum(dim=-1, keepdim=True)
+    if v.dim() == 1:  # one α (every update): summed over the index sets, so α is bit-identical to earlier runs'
+        inside, fixed = v[free].sum(), a[~free].sum()
+    else:
+        inside = torch.where(free, v, 0.0).sum(dim=-1, keepdim=True)
+        fixed = torch.where(free, 0.0, a).sum(dim=-1, keepdim=True)
     exact = (inside - (1.0 - fixed)) / count.clamp(min=1)
     return torch.where(free, v - exact, a)
 
