@@ -10,10 +10,19 @@ overrides, e.g. ``tandem_joint: [mixture.learner=tandem, mixture.reference_step=
     tune run recipes/<recipe>.py --config <stage1_config> <common_overrides> <stage1_overrides> <learner's overrides>
         mixture.learner=<name> seed=<s> output_dir=<out>/stage1/<name>/seed<s>
 
-then stage 2 trains the target model on every learned mixture (``mixture.learner=fixed
-mixture.weights_from=<that run's mixture.yaml> mixture.use=<use>``) and on every fixed baseline
-(``mixture.weights=<name> mixture.weights_from=null``; ``temperature:0.5`` and ``unimax:4`` name the
-temperature mixture p ∝ n^0.5 and UniMax with a 4-epoch cap), with the same target config, budget and seed:
+A learner named ``swarm``, or whose overrides set ``mixture.learner=swarm``, is the RegMix-style search
+(``tools/swarm.py``): instead of one stage-1 recipe run it runs the driver, whose N proxy runs train on the
+stage-2 config with the common and stage-2 overrides, the learner's other overrides and its ``swarm.<key>``
+options (``swarm.n=32``, ``swarm.max_steps=...``; ``tandem_components/mixture/swarm.py`` lists them):
+
+    python tools/swarm.py --recipe <recipe> --config <stage2_config> --n <n> --seed <s>
+        --out <out>/stage1/<name>/seed<s> <swarm.* options> <common_overrides> <stage2_overrides> <learner's overrides>
+
+Its stage-1 wall time is the sum over its proxy runs. Then stage 2 trains the target model on every learned
+mixture (``mixture.learner=fixed mixture.weights_from=<that run's mixture.yaml> mixture.use=<use>``) and on
+every fixed baseline (``mixture.weights=<name> mixture.weights_from=null``; ``temperature:0.5`` and
+``unimax:4`` name the temperature mixture p ∝ n^0.5 and UniMax with a 4-epoch cap), with the same target
+config, budget and seed:
 
     tune run recipes/<recipe>.py --config <stage2_config> <common_overrides> <stage2_overrides> <mixture keys>
         seed=<s> output_dir=<out>/stage2/<method>/seed<s>
@@ -87,6 +96,9 @@ DEFAULTS: dict[str, Any] = {
 }
 #: files every finished recipe run leaves in its output_dir (summary.json is written last)
 RUN_OUTPUTS = ("mixture.yaml", "eval_test.json", "summary.json")
+#: what a finished swarm (tools/swarm.py) leaves in its output dir, and the driver itself
+SWARM_OUTPUTS = ("mixture.yaml", "swarm_runs.json", "summary.json")
+SWARM_DRIVER = "tools/swarm.py"
 #: the folders whose source files make up "the code version" of a run
 CODE_DIRS = ("recipes", "tandem_components")
 #: CPU time used by other processes during a run, as a fraction of the machine's (wall x cores), above
@@ -178,6 +190,8 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
         _check_overrides(extra, f"learners.{name}")
         if name == "fixed":
             raise HarnessError("learners: 'fixed' learns nothing; list fixed mixtures in fixed_baselines")
+        if is_swarm(name, extra) and cfg["recipe"] not in SWARM_RECIPES:
+            raise HarnessError(f"learners.{name}: the swarm runs recipes {list(SWARM_RECIPES)}, not {cfg['recipe']!r}")
     baselines = cfg["fixed_baselines"] or []
     if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
         raise HarnessError(f"fixed_baselines: expected a list of names (uniform, natural, temperature:τ, unimax:C), "
@@ -192,6 +206,12 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
     if cfg.get("score") == "target" and "doremi" in learners:
         cfg["notes"]["doremi"] = (cfg["notes"].get("doremi", "") + " It reads no validation data, so no target: "
                                   "its mixture ignores what the target is.").strip()
+    for name, extra in learners.items():
+        options = swarm_options(extra, f"learners.{name}") if is_swarm(name, extra) else {}
+        if options.get("max_steps") is not None and cfg["recipe"] == "data_restricted":
+            note = (f"its {options['n']} proxy runs are {options['max_steps']} steps long, so stage 2 trains at "
+                    "another repetition rate than they did (data.allow_budget_mismatch=true).")
+            cfg["notes"][name] = f"{cfg['notes'].get(name, '')} {note}".strip()
     clash = sorted(set(learners) & set(baselines))
     if clash:
         raise HarnessError(f"fixed_baselines: {clash} also named in learners")
@@ -240,6 +260,38 @@ def _check_overrides(items: Any, key: str) -> None:
         raise HarnessError(f"{key}: expected a list of 'key=value' strings, got {items!r}")
 
 
+#: the recipes whose domain sizes the swarm reads to draw its mixtures (SFT counts examples: not supported)
+SWARM_RECIPES = ("pretrain", "data_restricted")
+
+
+def is_swarm(name: str, extra: Sequence[str]) -> bool:
+    """A learner is the swarm when its overrides say ``mixture.learner=swarm``, or it is named ``swarm`` and
+    names no other learner."""
+    named = [o.split("=", 1)[1] for o in extra if o.startswith("mixture.learner=")]
+    return named[-1] == "swarm" if named else name == "swarm"
+
+
+def swarm_options(extra: Sequence[str], key: str = "learners.swarm") -> dict[str, Any]:
+    """The ``swarm.<key>=<value>`` overrides of a swarm learner, typed (OmegaConf), checked, defaults filled in."""
+    from tandem_components.errors import TandemError
+    from tandem_components.mixture.swarm import check_options  # numpy and torch: only for a swarm
+
+    given = [o for o in extra if o.startswith("swarm.")]
+    raw = OmegaConf.to_container(OmegaConf.from_dotlist(given), resolve=True).get("swarm", {}) if given else {}
+    try:
+        return check_options(raw)
+    except TandemError as e:
+        raise HarnessError(f"{key}: {e}") from None
+
+
+def swarm_command(recipe: str, run: Mapping[str, Any], nproc_per_node: int = 1) -> list[str]:
+    """The driver's command line for a swarm learner's stage-1 run (its recipe overrides last)."""
+    options = [o for o in run["swarm"] if not o.startswith("swarm.n=")]
+    return [sys.executable, SWARM_DRIVER, "--recipe", recipe, "--config", str(_repo_path(run["config"])),
+            "--n", str(run["swarm_n"]), "--seed", str(run["seed"]), "--out", str(run["dir"]),
+            "--nproc-per-node", str(nproc_per_node), *options, *run["overrides"]]
+
+
 def _repo_path(path: str | Path) -> Path:
     path = Path(path)
     return path if path.is_absolute() else REPO_ROOT / path
@@ -254,6 +306,15 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
     for name, extra in cfg["learners"].items():
         for seed in cfg["seeds"]:
             run_dir = out / "stage1" / name / f"seed{seed}"
+            if is_swarm(name, extra):  # the driver's proxy runs train on the stage-2 config, as stage 2 will
+                runs.append({
+                    "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
+                    "swarm": [o for o in extra if o.startswith("swarm.")], "outputs": SWARM_OUTPUTS,
+                    "swarm_n": swarm_options(extra)["n"],
+                    "overrides": [*cfg["common_overrides"], *cfg["stage2_overrides"],
+                                  *[o for o in extra if not o.startswith(("swarm.", "mixture.learner="))]],
+                })
+                continue
             runs.append({
                 "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage1_config"],
                 "overrides": [*cfg["common_overrides"], *cfg["stage1_overrides"], *extra, *_learner_key(name, extra),
@@ -265,6 +326,10 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             if name in cfg["learners"]:
                 source = out / "stage1" / name / f"seed{seed}" / "mixture.yaml"
                 mixture = [f"mixture.weights_from={source}", f"mixture.use={cfg['use']}"]
+                extra = cfg["learners"][name]
+                if (is_swarm(name, extra) and cfg["recipe"] == "data_restricted"
+                        and swarm_options(extra)["max_steps"] is not None):  # shorter proxies: the note says so
+                    mixture.append("data.allow_budget_mismatch=true")
             else:
                 source = None
                 mixture = baseline_overrides(name)
@@ -298,7 +363,7 @@ def run_command(recipe: str, config: str, overrides: Sequence[str], nproc_per_no
 
 
 def _run_name(run: Mapping[str, Any]) -> str:
-    return f"stage{run['stage']}-{run['method']}-seed{run['seed']}"
+    return run.get("name") or f"stage{run['stage']}-{run['method']}-seed{run['seed']}"
 
 
 def resolved_config_sha256(config: str | Path, overrides: Sequence[str]) -> str:
@@ -342,12 +407,14 @@ def _fingerprint(run: Mapping[str, Any], command: Sequence[str], code_sha256: st
               "launcher": [c for c in command[1:] if c not in run["overrides"]]}
     if run.get("weights_from") is not None:
         inputs["weights_from_sha256"] = hashlib.sha256(Path(run["weights_from"]).read_bytes()).hexdigest()
+    if run.get("swarm") is not None:  # the driver's own code (its proxy runs are fingerprinted by the driver)
+        inputs["driver_sha256"] = hashlib.sha256((REPO_ROOT / SWARM_DRIVER).read_bytes()).hexdigest()
     return inputs
 
 
 def is_finished(run: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> bool:
     marker = Path(run["dir"]) / MARKER
-    if not marker.is_file() or not all((Path(run["dir"]) / f).is_file() for f in RUN_OUTPUTS):
+    if not marker.is_file() or not all((Path(run["dir"]) / f).is_file() for f in run.get("outputs", RUN_OUTPUTS)):
         return False
     try:
         return json.loads(marker.read_text(encoding="utf-8")).get("inputs") == dict(fingerprint)
@@ -386,7 +453,7 @@ def execute(run: Mapping[str, Any], command: Sequence[str], log_dir: Path) -> fl
             f"--- stderr (tail; full logs: {err_log}, {out_log}) ---\n{tail}",
             exit_code=1,
         )
-    missing = [f for f in RUN_OUTPUTS if not (Path(run["dir"]) / f).is_file()]
+    missing = [f for f in run.get("outputs", RUN_OUTPUTS) if not (Path(run["dir"]) / f).is_file()]
     if missing:
         raise HarnessError(f"{name}: exited 0 but wrote no {missing} in {run['dir']} (logs: {out_log})", exit_code=1)
     return seconds
@@ -400,7 +467,8 @@ def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict
     bar = tqdm(total=len(runs), desc="compare", unit="run", dynamic_ncols=True, file=sys.stdout, disable=None)
     rejected: dict[str, str] = {}  # fixed baseline -> the recipe's reason (its other seeds are not tried)
     for i, run in enumerate(runs, 1):
-        command = run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"], cfg["nproc_per_node"])
+        command = (swarm_command(cfg["recipe"], run, cfg["nproc_per_node"]) if run.get("swarm") is not None else
+                   run_command(cfg["recipe"], str(_repo_path(run["config"])), run["overrides"], cfg["nproc_per_node"]))
         fingerprint = _fingerprint(run, command, code_sha256)
         label = f"[{i}/{len(runs)}] {_run_name(run)}"
         bar.set_description(_run_name(run))
@@ -420,15 +488,30 @@ def run_all(cfg: Mapping[str, Any], out: Path, force: bool = False) -> list[dict
                 bar.update(1)
                 continue
             run["status"] = "ran"
-            record = {"inputs": fingerprint, "seconds": run["seconds"], "finished_at": time.time(),
-                      "machine": machine_label(), "other_cpu_fraction": run.get("other_cpu_fraction")}
-            atomic_write_text(Path(run["dir"]) / MARKER, json.dumps(record, indent=2) + "\n")
-            split = cfg["split"] if run["stage"] == 2 else "test"
-            evaluation = json.loads((Path(run["dir"]) / SPLIT_FILES[split]).read_text(encoding="utf-8"))
-            bar.write(f"{label}: done in {run['seconds']:.1f}s, mean {split} ppl {evaluation['mean_perplexity']:.2f}")
+            mark_finished(run, fingerprint)
+            bar.write(f"{label}: done in {run['seconds']:.1f}s, {_outcome(run, cfg)}")
         bar.update(1)
     bar.close()
     return runs
+
+
+def mark_finished(run: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> None:
+    """The marker ``is_finished`` reads: the inputs that made the run's outputs, its time, the machine."""
+    record = {"inputs": dict(fingerprint), "seconds": run["seconds"], "finished_at": time.time(),
+              "machine": machine_label(), "other_cpu_fraction": run.get("other_cpu_fraction")}
+    atomic_write_text(Path(run["dir"]) / MARKER, json.dumps(record, indent=2) + "\n")
+
+
+def _outcome(run: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
+    """The figure of a finished run printed on its line: mean perplexity, or a swarm's search."""
+    if run.get("swarm") is not None:
+        summary = json.loads((Path(run["dir"]) / "summary.json").read_text(encoding="utf-8"))
+        rho = summary["spearman"][summary["model"]]
+        return (f"{summary['n']} proxy runs, {summary['model']} regression (held-out Spearman "
+                f"{'—' if rho is None else f'{rho:.3f}'})")
+    split = cfg["split"] if run["stage"] == 2 else "test"
+    evaluation = json.loads((Path(run["dir"]) / SPLIT_FILES[split]).read_text(encoding="utf-8"))
+    return f"mean {split} ppl {evaluation['mean_perplexity']:.2f}"
 
 
 # --------------------------------------------------------------------------------------------- numbers
@@ -499,7 +582,8 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
         if run.get("status") == "rejected":
             continue
         run_dir = Path(run["dir"])
-        evaluation = json.loads((run_dir / SPLIT_FILES[cfg["split"]]).read_text(encoding="utf-8"))
+        evaluation = (None if run.get("swarm") is not None else  # a swarm evaluates its proxies, not one model
+                      json.loads((run_dir / SPLIT_FILES[cfg["split"]]).read_text(encoding="utf-8")))
         marker = json.loads((run_dir / MARKER).read_text(encoding="utf-8")) if (run_dir / MARKER).is_file() else {}
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         sft_rows = run_dir / SFT_TABLE
@@ -508,7 +592,7 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
                 if sft_rows.is_file() else {})
         # stage 1: the mixture it learned (as stage 2 uses it); stage 2: the fixed α it trained on
         weights, doc = read_mixture_export(run_dir / "mixture.yaml", use=cfg["use"] if run["stage"] == 1 else "last")
-        domains = domains or list(evaluation["domains"])
+        domains = domains or (list(evaluation["domains"]) if evaluation else None)
         raw_runs.append({
             "stage": run["stage"], "method": run["method"], "seed": run["seed"], "output_dir": str(run_dir),
             "status": run.get("status"), "harness_seconds": run.get("seconds"),
@@ -569,7 +653,8 @@ def collect_results(cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
     warnings = []
     for name, m in per_method.items():
         m["ratio_to_uniform"] = ratio_to(average[name], uniform)
-        if m["kind"] == "learned" and any(not n for n in m["stage1_num_updates"]):
+        if (m["kind"] == "learned" and not is_swarm(name, cfg["learners"][name])
+                and any(not n for n in m["stage1_num_updates"])):
             warnings.append(
                 f"{name}: stage 1 made no mixture update in some seed (num_updates "
                 f"{m['stage1_num_updates']}): its 'learned' mixture is its starting one. Too few steps, or "
@@ -632,6 +717,10 @@ def format_results_md(results: Mapping[str, Any]) -> str:
     lines += ["", f"Stage-1 wall times measured on {results.get('machine')}; CPU used by other processes: {measured} "
               f"(other work on the cores: {shared}). All runs together: "
               f"{results.get('total_run_seconds', 0.0) / 60:.1f} min of wall time."]
+    swarms = [n for n, extra in (cfg.get("learners") or {}).items() if is_swarm(n, extra) and n in methods]
+    if swarms:
+        lines += ["", f"Stage-1 time of {', '.join(swarms)} (RegMix-style search, tools/swarm.py): the sum of its "
+                  "proxy runs' training times."]
     for name, reason in (results.get("rejected") or {}).items():
         lines += ["", f"{name} was not run: the recipe rejected it in this regime: {reason}"]
     for name, note in (cfg.get("notes") or {}).items():

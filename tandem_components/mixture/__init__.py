@@ -1,5 +1,6 @@
 """The mixture α: its state on the simplex and its update step, the named starting mixtures (uniform,
-natural, temperature, unimax), the YAML export stage 2 reads, and its trajectory plot."""
+natural, temperature, unimax), the YAML export stage 2 reads, its trajectory plot, and the swarm's draws and
+regression (a RegMix-style search: ``tools/swarm.py``)."""
 
 from tandem_components.mixture.convergence import Convergence, convergence, seed_spread
 from tandem_components.mixture.export import read_mixture_export, weights_vector, write_mixture_export
@@ -15,6 +16,7 @@ from tandem_components.mixture.named import (
 from tandem_components.mixture.plots import plot_mixture_trajectory
 from tandem_components.mixture.similarity import corpus_similarity_weights, similarity_weights
 from tandem_components.mixture.state import UPDATES, MixtureState, project_to_capped_simplex, project_to_simplex
+from tandem_components.mixture.swarm import SwarmFit, draw_mixtures, fit_swarm, predicted_optimum, swarm_prior
 
 __all__ = [
     "corpus_similarity_weights",
@@ -37,4 +39,9 @@ __all__ = [
     "Convergence",
     "convergence",
     "seed_spread",
+    "SwarmFit",
+    "draw_mixtures",
+    "fit_swarm",
+    "predicted_optimum",
+    "swarm_prior",
 ]

@@ -92,19 +92,21 @@ def unimax_weights(natural_tokens: Sequence[int], max_epochs: Any, run_tokens: i
     return torch.tensor(alloc, dtype=torch.float64) / total
 
 
-def epoch_cap_bounds(natural_tokens: Sequence[int], epoch_cap: Any, run_tokens: int) -> torch.Tensor:
+def epoch_cap_bounds(natural_tokens: Sequence[int], epoch_cap: Any, run_tokens: int,
+                     key: str = "mixture.epoch_cap") -> torch.Tensor:
     """``mixture.epoch_cap`` C as an upper bound on each α_m: ``C * n_m / N`` (n_m the domain's train tokens,
     its budget in the data-restricted recipe, examples in SFT; N the run's draw), so that no α places
-    more than C epochs of any domain: UniMax's cap, applied to a learner's α [project]."""
+    more than C epochs of any domain: UniMax's cap, applied to a learner's α [project]. ``key`` names the
+    setting in errors (the swarm's is ``swarm.epoch_cap``)."""
     cap = _number(epoch_cap)
     if cap is None or cap <= 0:
-        raise TandemError(f"mixture.epoch_cap: expected a number > 0 (epochs) or null, got {epoch_cap!r}")
+        raise TandemError(f"{key}: expected a number > 0 (epochs) or null, got {epoch_cap!r}")
     counts = torch.tensor([float(n) for n in natural_tokens], dtype=torch.float64)
     if cap * float(counts.sum()) < run_tokens:
         raise TandemError(
-            f"mixture.epoch_cap: {epoch_cap!r} epochs of the {float(counts.sum()):,.0f} training tokens (examples in "
+            f"{key}: {epoch_cap!r} epochs of the {float(counts.sum()):,.0f} training tokens (examples in "
             f"SFT) place at most {cap * float(counts.sum()):,.0f}, fewer than the run's N = {run_tokens:,}; use "
-            f"mixture.epoch_cap >= {run_tokens / float(counts.sum()):.6g}, null, or a shorter run"
+            f"{key} >= {run_tokens / float(counts.sum()):.6g}, null, or a shorter run"
         )
     return cap * counts / float(run_tokens)
 

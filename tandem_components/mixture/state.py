@@ -92,29 +92,38 @@ def project_to_simplex(v: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor
 
 
 def project_to_capped_simplex(v: torch.Tensor, min_weight: float, max_weights: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of the (M,) ``v`` onto ``{a : min_weight <= a_m <= max_weights_m, sum_m a_m = 1}``.
+    """Euclidean projection of ``v`` onto ``{a : min_weight <= a_m <= max_weights_m, sum_m a_m = 1}``.
 
     The projection is ``clip(v - θ, min_weight, max_weights)`` for the θ at which it sums to 1 (the sum falls
     as θ grows): θ is bracketed by bisection, then solved exactly over the entries strictly inside their
-    bounds, so the result sums to 1 within float rounding. The caller guarantees the set is not empty
-    (``M * min_weight <= 1 <= sum(max_weights)``, ``max_weights >= min_weight``)."""
+    bounds, so the result sums to 1 within float rounding. Works along the last dimension: a batch
+    ``(..., M)`` projects each row at once (the swarm projects 100k candidate mixtures; ``mixture/swarm.py``).
+    The caller guarantees the set is not empty (``M * min_weight <= 1 <= sum(max_weights)``,
+    ``max_weights >= min_weight``)."""
     v = v.detach().to(dtype=torch.float64)
     low = torch.full_like(v, float(min_weight))
-    high = max_weights.to(dtype=torch.float64)
-    lo, hi = float((v - high).min()) - 1.0, float((v - low).max()) + 1.0  # sum >= 1 at lo, <= 1 at hi
-    for _ in range(200):
+    high = max_weights.to(dtype=torch.float64).expand_as(v)
+    lo = (v - high).amin(dim=-1, keepdim=True) - 1.0  # sum >= 1 at lo, <= 1 at hi
+    hi = (v - low).amax(dim=-1, keepdim=True) + 1.0
+    for _ in range(200):  # ~60 halvings reach float64's resolution: stop once no bracket moves
         mid = 0.5 * (lo + hi)
-        if float(torch.minimum(torch.maximum(v - mid, low), high).sum()) > 1.0:
-            lo = mid
-        else:
-            hi = mid
+        above = torch.minimum(torch.maximum(v - mid, low), high).sum(dim=-1, keepdim=True) > 1.0
+        new_lo, new_hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
     theta = 0.5 * (lo + hi)
     a = torch.minimum(torch.maximum(v - theta, low), high)
     free = (v - theta > low) & (v - theta < high)
-    if bool(free.any()):  # the exact θ over the free entries: the bounded ones are fixed at their bound
-        theta = float((v[free].sum() - (1.0 - a[~free].sum())) / free.sum())
-        a[free] = v[free] - theta
-    return a
+    # the exact θ over the free entries of each row: the bounded ones are fixed at their bound
+    count = free.sum(dim=-1, keepdim=True)
+    if v.dim() == 1:  # one α (every update): summed over the index sets, so α is bit-identical to earlier runs'
+        inside, fixed = v[free].sum(), a[~free].sum()
+    else:
+        inside = torch.where(free, v, 0.0).sum(dim=-1, keepdim=True)
+        fixed = torch.where(free, 0.0, a).sum(dim=-1, keepdim=True)
+    exact = (inside - (1.0 - fixed)) / count.clamp(min=1)
+    return torch.where(free, v - exact, a)
 
 
 class MixtureState:
