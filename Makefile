@@ -141,6 +141,12 @@ compare-target: $(STAMP)
 	$(PY) benchmarks/compare_targets.py --config benchmarks/configs/compare_target.yaml \
 		--data-config benchmarks/configs/data_second_corpus.yaml --targets $(TARGETS_SECOND) \
 		--out outputs/compare_target_second
+	# the same targets where no source is repeated (data-abundant pretraining; RESULTS 7d)
+	$(PY) benchmarks/compare_targets.py --config benchmarks/configs/compare_target_abundant.yaml \
+		--data-config configs/data/embedded.yaml --targets $(TARGETS_EMBEDDED) --out outputs/compare_target_abundant_embedded
+	$(PY) benchmarks/compare_targets.py --config benchmarks/configs/compare_target_abundant.yaml \
+		--data-config benchmarks/configs/data_second_corpus.yaml --targets $(TARGETS_SECOND) \
+		--out outputs/compare_target_abundant_second
 
 # Sources of unequal quality (issue 27; benchmarks/configs/compare_quality.yaml): books' train text in four
 # disjoint graded copies (0/25/50/75% of documents damaged), half of dialogue/legal/math damaged twice into a
