@@ -18,7 +18,10 @@ options (``swarm.n=32``, ``swarm.max_steps=...``; ``tandem_components/mixture/sw
     python tools/swarm.py --recipe <recipe> --config <stage2_config> --n <n> --seed <s>
         --out <out>/stage1/<name>/seed<s> <swarm.* options> <common_overrides> <stage2_overrides> <learner's overrides>
 
-Its stage-1 wall time is the sum over its proxy runs. Then stage 2 trains the target model on every learned
+Its stage-1 wall time is the sum over its proxy runs. With ``swarm.search_seed=<s>`` (a harness option, not the
+driver's) the swarm searches once, at seed s, and every seed's stage 2 retrains that one mixture: RegMix's
+protocol (search once, train the large model), and how a regime's ceiling is measured at a third of the cost
+of one search per seed. Then stage 2 trains the target model on every learned
 mixture (``mixture.learner=fixed mixture.weights_from=<that run's mixture.yaml> mixture.use=<use>``) and on
 every fixed baseline (``mixture.weights=<name> mixture.weights_from=null``; ``temperature:0.5`` and
 ``unimax:4`` name the temperature mixture p ∝ n^0.5 and UniMax with a 4-epoch cap), with the same target
@@ -99,6 +102,8 @@ RUN_OUTPUTS = ("mixture.yaml", "eval_test.json", "summary.json")
 #: what a finished swarm (tools/swarm.py) leaves in its output dir, and the driver itself
 SWARM_OUTPUTS = ("mixture.yaml", "swarm_runs.json", "summary.json")
 SWARM_DRIVER = "tools/swarm.py"
+#: the harness's swarm option: search once at this seed, retrain its mixture at every seed
+SEARCH_SEED = "swarm.search_seed"
 #: the folders whose source files make up "the code version" of a run
 CODE_DIRS = ("recipes", "tandem_components")
 #: CPU time used by other processes during a run, as a fraction of the machine's (wall x cores), above
@@ -208,8 +213,16 @@ def check_config(raw: Any, source: str = "config") -> dict[str, Any]:
                                   "its mixture ignores what the target is.").strip()
     for name, extra in learners.items():
         options = swarm_options(extra, f"learners.{name}") if is_swarm(name, extra) else {}
+        once = search_seed(extra, f"learners.{name}") if is_swarm(name, extra) else None
+        if once is not None:
+            note = f"one search, at seed {once}, whose mixture every seed's stage 2 retrains (RegMix's protocol)."
+            cfg["notes"][name] = f"{cfg['notes'].get(name, '')} {note}".strip()
         if options.get("max_steps") is not None and cfg["recipe"] == "data_restricted":
-            note = (f"its {options['n']} proxy runs are {options['max_steps']} steps long, so stage 2 trains at "
+            budget = [o.split("=", 1)[1] for o in extra if o.startswith("data.total_token_budget=")]
+            note = (f"its {options['n']} proxy runs are {options['max_steps']} steps long on a {budget[-1]}-token "
+                    "budget (data.allow_budget_mismatch=true in stage 2: the same epochs per domain only if the "
+                    "budget is scaled with the steps)." if budget else
+                    f"its {options['n']} proxy runs are {options['max_steps']} steps long, so stage 2 trains at "
                     "another repetition rate than they did (data.allow_budget_mismatch=true).")
             cfg["notes"][name] = f"{cfg['notes'].get(name, '')} {note}".strip()
     clash = sorted(set(learners) & set(baselines))
@@ -271,12 +284,25 @@ def is_swarm(name: str, extra: Sequence[str]) -> bool:
     return named[-1] == "swarm" if named else name == "swarm"
 
 
+def search_seed(extra: Sequence[str], key: str = "learners.swarm") -> int | None:
+    """The seed of a swarm that searches once (``swarm.search_seed=<s>``, the harness's own option: every seed's
+    stage 2 retrains that one search's mixture), or None: one search per seed."""
+    given = [o.split("=", 1)[1] for o in extra if o.startswith(SEARCH_SEED + "=")]
+    if not given:
+        return None
+    value = OmegaConf.from_dotlist([f"v={given[-1]}"]).v
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise HarnessError(f"{key}: {SEARCH_SEED}: expected a seed (an integer >= 0), got {given[-1]!r}")
+    return value
+
+
 def swarm_options(extra: Sequence[str], key: str = "learners.swarm") -> dict[str, Any]:
-    """The ``swarm.<key>=<value>`` overrides of a swarm learner, typed (OmegaConf), checked, defaults filled in."""
+    """The ``swarm.<key>=<value>`` overrides of a swarm learner, typed (OmegaConf), checked, defaults filled in
+    (the driver's options: ``swarm.search_seed`` is the harness's)."""
     from tandem_components.errors import TandemError
     from tandem_components.mixture.swarm import check_options  # numpy and torch: only for a swarm
 
-    given = [o for o in extra if o.startswith("swarm.")]
+    given = [o for o in extra if o.startswith("swarm.") and not o.startswith(SEARCH_SEED + "=")]
     raw = OmegaConf.to_container(OmegaConf.from_dotlist(given), resolve=True).get("swarm", {}) if given else {}
     try:
         return check_options(raw)
@@ -304,12 +330,14 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
     A stage-2 run of a learned mixture names its stage-1 run in ``weights_from``."""
     runs = []
     for name, extra in cfg["learners"].items():
-        for seed in cfg["seeds"]:
+        once = search_seed(extra) if is_swarm(name, extra) else None
+        for seed in cfg["seeds"] if once is None else [once]:
             run_dir = out / "stage1" / name / f"seed{seed}"
             if is_swarm(name, extra):  # the driver's proxy runs train on the stage-2 config, as stage 2 will
                 runs.append({
                     "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
-                    "swarm": [o for o in extra if o.startswith("swarm.")], "outputs": SWARM_OUTPUTS,
+                    "swarm": [o for o in extra if o.startswith("swarm.") and not o.startswith(SEARCH_SEED + "=")],
+                    "outputs": SWARM_OUTPUTS,
                     "swarm_n": swarm_options(extra)["n"],
                     "overrides": [*cfg["common_overrides"], *cfg["stage2_overrides"],
                                   *[o for o in extra if not o.startswith(("swarm.", "mixture.learner="))]],
@@ -324,9 +352,10 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
         for seed in cfg["seeds"]:
             run_dir = out / "stage2" / name / f"seed{seed}"
             if name in cfg["learners"]:
-                source = out / "stage1" / name / f"seed{seed}" / "mixture.yaml"
-                mixture = [f"mixture.weights_from={source}", f"mixture.use={cfg['use']}"]
                 extra = cfg["learners"][name]
+                once = search_seed(extra) if is_swarm(name, extra) else None
+                source = out / "stage1" / name / f"seed{seed if once is None else once}" / "mixture.yaml"
+                mixture = [f"mixture.weights_from={source}", f"mixture.use={cfg['use']}"]
                 if (is_swarm(name, extra) and cfg["recipe"] == "data_restricted"
                         and swarm_options(extra)["max_steps"] is not None):  # shorter proxies: the note says so
                     mixture.append("data.allow_budget_mismatch=true")

@@ -168,6 +168,23 @@ def test_the_harness_plans_a_swarm_learner_as_the_driver(tmp_path):
                                 stage2_config="configs/sft/tiny_stage2.yaml"))
 
 
+def test_a_swarm_that_searches_once_is_retrained_at_every_seed(tmp_path):
+    """``swarm.search_seed``: one search (the ceiling's protocol), its one mixture behind every seed's stage 2."""
+    learners = {"swarm": ["swarm.n=8", "swarm.search_seed=1"], "regmix": ["mixture.learner=swarm"]}
+    cfg = cm.load_config(_harness(tmp_path, learners, seeds=[0, 1, 2]))
+    runs = cm.plan_runs(cfg, tmp_path / "out")
+    searches = [r for r in runs if r["stage"] == 1 and r["method"] == "swarm"]
+    assert [r["seed"] for r in searches] == [1] and searches[0]["swarm"] == ["swarm.n=8"]  # not passed to the driver
+    assert "swarm.search_seed" not in " ".join(cm.swarm_command(cfg["recipe"], searches[0]))
+    sources = {r["seed"]: r["weights_from"] for r in runs if r["stage"] == 2 and r["method"] == "swarm"}
+    assert sources == {s: tmp_path / "out" / "stage1" / "swarm" / "seed1" / "mixture.yaml" for s in (0, 1, 2)}
+    assert len([r for r in runs if r["stage"] == 1 and r["method"] == "regmix"]) == 3  # one search per seed
+    assert "one search, at seed 1" in cfg["notes"]["swarm"] and "regmix" not in cfg["notes"]
+    for bad in ("-1", "x", "1.5"):
+        with pytest.raises(cm.HarnessError, match=f"learners.swarm: swarm.search_seed: expected a seed"):
+            cm.load_config(_harness(tmp_path, {"swarm": [f"swarm.search_seed={bad}"]}))
+
+
 @pytest.mark.slow
 def test_a_swarm_through_the_harness_feeds_stage_2_then_resumes(embedded_shards, tmp_path, capsys):
     """4 tiny proxy runs (3 steps each) under an epoch cap that binds, the fit, its export trained on in
