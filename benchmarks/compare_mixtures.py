@@ -77,7 +77,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/compare_mixtures.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from tandem_components.atomic import atomic_path, atomic_write_text  # noqa: E402
+from tandem_components.atomic import atomic_write_text, save_figure  # noqa: E402
 
 #: every key of a harness config, with its default (None: required)
 DEFAULTS: dict[str, Any] = {
@@ -850,10 +850,7 @@ def plot_bars(results: Mapping[str, Any], path: Path, key: str = "mixture", ylab
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_mixtures(results: Mapping[str, Any], path: Path) -> Path:

@@ -39,3 +39,14 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def save_figure(fig, path: PathLike) -> Path:
+    """A matplotlib figure written to ``path`` as PNG under a temp name, renamed into place, then closed (its
+    memory freed: tools draw many): a plot a run is killed during is never half-written."""
+    import matplotlib.pyplot as plt  # only where a figure is drawn
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -48,7 +48,7 @@ for path in (REPO_ROOT, REPO_ROOT / "benchmarks"):  # `python tools/swarm.py` fr
         sys.path.insert(0, str(path))
 
 import compare_mixtures as cm  # noqa: E402  the harness's run helpers: command, fingerprint, resume, subprocess
-from tandem_components.atomic import atomic_path, atomic_write_text  # noqa: E402
+from tandem_components.atomic import atomic_write_text, save_figure  # noqa: E402
 from tandem_components.errors import EXIT_USER_ERROR, TandemError  # noqa: E402
 from tandem_components.mixture import epoch_cap_bounds, read_mixture_export, write_mixture_export  # noqa: E402
 from tandem_components.mixture.swarm import (  # noqa: E402
@@ -195,10 +195,7 @@ def plot_predicted_vs_measured(rows: Sequence[dict], fit, path: Path) -> Path:
     ax.set_title("swarm: the regression on runs it did not see")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_outputs(args, setup: dict[str, Any], rows: list[dict]) -> dict[str, Path]:

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: recipes run on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tandem_components.atomic import atomic_path  # noqa: E402
+from tandem_components.atomic import save_figure  # noqa: E402
 
 
 def plot_mixture_trajectory(
@@ -38,7 +38,4 @@ def plot_mixture_trajectory(
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
