@@ -24,15 +24,6 @@ steps α toward ``target_weights`` fails it (the mutation check of issue 25, in 
   source of random characters below 1 / (2M) with a target: at the shipped settings 300 steps take it
   from 0.25 to 0.146 (TANDEM) / 0.144 (DoGE) at M = 4, above the 0.125 the bound asks.)
 
-- **Sources of unequal quality** (TANDEM, DoGE; issue 27): legal's training text dealt by
-  ``tools/build_quality_corpus.py`` into two disjoint copies of equal size, ``legal_q0`` (clean) and
-  ``legal_q75`` (75% of its documents damaged: words shuffled, boilerplate, near-duplicates, OCR noise), beside
-  code and tech_docs (half of each moved into ``junk``, damaged twice); legal's clean val is the target. The
-  clean copy must end ahead of the damaged one by ``MARGIN`` and above 1 / M, the damaged one below 1 / M.
-  The two copies hold the same amount of the same kind of text, so only their quality separates them; Δ = 0
-  and a follower of ``target_weights`` (which names no source) leave both at 1 / M. The four-copy ordering
-  (Spearman ρ = 1) is checked at real scale, on the quality table's runs (benchmarks/RESULTS.md).
-
 Compared on the trajectory average (what stage 2 trains on), seed 0.
 """
 
@@ -43,7 +34,6 @@ import runpy
 import string
 
 import pytest
-import yaml
 from omegaconf import OmegaConf
 
 from tandem_components.mixture.export import read_mixture_export
@@ -52,7 +42,6 @@ from tests.recipe_runner import TINY, run_in_process
 
 STAGE1 = "configs/pretrain/tiny_stage1.yaml"
 HARNESS = REPO_ROOT / "benchmarks" / "configs" / "compare_tiny.yaml"
-QUALITY_TOOL = runpy.run_path(str(REPO_ROOT / "tools" / "build_quality_corpus.py"))["main"]
 #: how far both copies of the target's text must end ahead of the unrelated domains (α units)
 MARGIN = 0.05
 
@@ -91,16 +80,7 @@ def corpora(fixture_corpus, fixture_tokenizer_path, tmp_path_factory):
         noise[split] = root / "noise_text" / f"{split}.jsonl.gz"
         _write_jsonl_gz(noise[split], _noise_texts(docs, 8000, seed))
     base = dict(fixture_corpus)
-    config = root / "quality_source.yaml"  # the fixture corpus as a data config, for the quality tool
-    config.write_text(yaml.safe_dump({"domains": [{"name": d, **{k: str(v) for k, v in f.items()}}
-                                                  for d, f in base.items()]}))
-    built = root / "quality"
-    assert 0 == QUALITY_TOOL(["--config", str(config), "--domain", "legal", "--fractions", "0", "0.75",
-                              "--piece-chars", "1000", "--out", str(built), "--output-dir", str(root / "unused")])
-    quality = yaml.safe_load((root / "quality.yaml").read_text())["domains"]
     return {
-        "quality": _prepare(root / "quality_shards", fixture_tokenizer_path,
-                            {d.pop("name"): d for d in quality}),
         "noise": _prepare(root / "noise", fixture_tokenizer_path, {**base, "noise": noise}),
         "mirror": _prepare(root / "mirror", fixture_tokenizer_path, {**base, "mirror": base["legal"]}),
         # legal as a target domain (val only; its train file stands in as its test split), its training
@@ -158,13 +138,3 @@ def test_doremi_sends_a_domain_of_random_characters_below_every_real_one(corpora
     alpha = learn("doremi", corpora["noise"], tmp_path / "run", monkeypatch)
     assert alpha["noise"] < 0.75 / len(alpha), alpha
     assert alpha["noise"] < min(alpha["code"], alpha["legal"], alpha["tech_docs"]) - MARGIN, alpha
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("learner", ["tandem", "doge"])
-def test_the_clean_copy_of_the_targets_text_gains_weight_over_the_damaged_one(learner, corpora, tmp_path, monkeypatch):
-    alpha = learn(learner, corpora["quality"], tmp_path / "run", monkeypatch)
-    assert set(alpha) == {"legal_q0", "legal_q75", "code", "tech_docs", "junk"}, alpha
-    m = len(alpha)
-    assert alpha["legal_q0"] > alpha["legal_q75"] + MARGIN and alpha["legal_q0"] > 1 / m, alpha
-    assert alpha["legal_q75"] < 1 / m, alpha
