@@ -296,13 +296,18 @@ def search_seed(extra: Sequence[str], key: str = "learners.swarm") -> int | None
     return value
 
 
+def driver_options(extra: Sequence[str]) -> list[str]:
+    """A swarm learner's ``swarm.<key>=<value>`` overrides the driver reads (not the harness's ``search_seed``)."""
+    return [o for o in extra if o.startswith("swarm.") and not o.startswith(SEARCH_SEED + "=")]
+
+
 def swarm_options(extra: Sequence[str], key: str = "learners.swarm") -> dict[str, Any]:
     """The ``swarm.<key>=<value>`` overrides of a swarm learner, typed (OmegaConf), checked, defaults filled in
     (the driver's options: ``swarm.search_seed`` is the harness's)."""
     from tandem_components.errors import TandemError
     from tandem_components.mixture.swarm import check_options  # numpy and torch: only for a swarm
 
-    given = [o for o in extra if o.startswith("swarm.") and not o.startswith(SEARCH_SEED + "=")]
+    given = driver_options(extra)
     raw = OmegaConf.to_container(OmegaConf.from_dotlist(given), resolve=True).get("swarm", {}) if given else {}
     try:
         return check_options(raw)
@@ -336,8 +341,7 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             if is_swarm(name, extra):  # the driver's proxy runs train on the stage-2 config, as stage 2 will
                 runs.append({
                     "stage": 1, "method": name, "seed": seed, "dir": run_dir, "config": cfg["stage2_config"],
-                    "swarm": [o for o in extra if o.startswith("swarm.") and not o.startswith(SEARCH_SEED + "=")],
-                    "outputs": SWARM_OUTPUTS,
+                    "swarm": driver_options(extra), "outputs": SWARM_OUTPUTS,
                     "swarm_n": swarm_options(extra)["n"],
                     "overrides": [*cfg["common_overrides"], *cfg["stage2_overrides"],
                                   *[o for o in extra if not o.startswith(("swarm.", "mixture.learner="))]],
