@@ -334,8 +334,10 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
 
     A stage-2 run of a learned mixture names its stage-1 run in ``weights_from``."""
     runs = []
+    # a swarm that searches once (swarm.search_seed): its one stage-1 run feeds every seed's stage 2
+    once_at = {n: search_seed(e) if is_swarm(n, e) else None for n, e in cfg["learners"].items()}
     for name, extra in cfg["learners"].items():
-        once = search_seed(extra) if is_swarm(name, extra) else None
+        once = once_at[name]
         for seed in cfg["seeds"] if once is None else [once]:
             run_dir = out / "stage1" / name / f"seed{seed}"
             if is_swarm(name, extra):  # the driver's proxy runs train on the stage-2 config, as stage 2 will
@@ -357,8 +359,8 @@ def plan_runs(cfg: Mapping[str, Any], out: Path) -> list[dict[str, Any]]:
             run_dir = out / "stage2" / name / f"seed{seed}"
             if name in cfg["learners"]:
                 extra = cfg["learners"][name]
-                once = search_seed(extra) if is_swarm(name, extra) else None
-                source = out / "stage1" / name / f"seed{seed if once is None else once}" / "mixture.yaml"
+                searched = seed if once_at[name] is None else once_at[name]
+                source = out / "stage1" / name / f"seed{searched}" / "mixture.yaml"
                 mixture = [f"mixture.weights_from={source}", f"mixture.use={cfg['use']}"]
                 if (is_swarm(name, extra) and cfg["recipe"] == "data_restricted"
                         and swarm_options(extra)["max_steps"] is not None):  # shorter proxies: the note says so

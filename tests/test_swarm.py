@@ -181,7 +181,7 @@ def test_a_swarm_that_searches_once_is_retrained_at_every_seed(tmp_path):
     assert len([r for r in runs if r["stage"] == 1 and r["method"] == "regmix"]) == 3  # one search per seed
     assert "one search, at seed 1" in cfg["notes"]["swarm"] and "regmix" not in cfg["notes"]
     for bad in ("-1", "x", "1.5"):
-        with pytest.raises(cm.HarnessError, match=f"learners.swarm: swarm.search_seed: expected a seed"):
+        with pytest.raises(cm.HarnessError, match="learners.swarm: swarm.search_seed: expected a seed"):
             cm.load_config(_harness(tmp_path, {"swarm": [f"swarm.search_seed={bad}"]}))
 
 
