@@ -162,6 +162,8 @@ class PretrainRecipe:
             smoothing=float(mix.get("smoothing", 0.0)),
             momentum=float(mix.get("momentum", 0.0)),
             average_tail=float(mix.get("average_tail", 1.0)),
+            repetition_price=float(mix.get("repetition_price", 0.0) or 0.0),
+            epochs_per_weight=[self.run_tokens / max(n, 1) for n in self.natural_tokens],
         )
         if cap is not None and not torch.allclose(self.mixture.weights, initial.to(torch.float64), atol=1e-9, rtol=0):
             log.info(f"mixture.epoch_cap {cap}: α_0 moved under the caps: "
@@ -404,6 +406,7 @@ class PretrainRecipe:
             "update": self.mixture.num_updates, "step": step,
             "alpha": dict(zip(self.domains, alpha.tolist())), "delta": dict(zip(self.domains, delta.tolist())),
             "twin_distance": distance, "delta_scale": scale,  # and Δ's noise (NaN, not measurable: null)
+            "repetition": dict(zip(self.domains, self.mixture.last_price.tolist())),  # mixture.repetition_price
             "measured": [d for d, p in zip(self.domains, getattr(self.estimator, "present", [])) if p],
             **{k: None if math.isnan(v) else v for k, v in self.estimator.diagnostics().items()},
         }
@@ -534,6 +537,7 @@ class PretrainRecipe:
             "lr_alpha": self.mixture.lr, "update": self.mixture.update, "min_weight": self.mixture.min_weight,
             "smoothing": self.mixture.smoothing, "momentum": self.mixture.momentum,
             "average_tail": self.mixture.average_tail, "epoch_cap": cfg.mixture.get("epoch_cap"),
+            "repetition_price": self.mixture.repetition_price,
             "carry_delta": getattr(self.estimator, "carry", None),
             "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,

@@ -301,3 +301,29 @@ def test_alpha_stays_under_its_caps(update):
     assert state["max_weights"].tolist() == caps
     with pytest.raises(TandemError, match="max_weights: the per-domain caps sum to 0.8"):
         MixtureState(DOMAINS, max_weights=[0.2, 0.2, 0.2, 0.2])
+
+
+def test_the_repetition_price_charges_each_planned_epoch_past_the_first():
+    """λ max(e_m - 1, 0), hand-computed: with Δ = 0 the price alone moves α toward equal planned epochs (the
+    natural proportions), and leaves α there; at λ = 0 the step is the paper's, bit for bit."""
+    counts = torch.tensor([400.0, 300.0, 200.0, 100.0], dtype=torch.float64)
+    n = 5000.0  # the run's draw: 5 epochs of every domain at the natural proportions
+    epw = n / counts
+    mix = MixtureState(DOMAINS, lr=0.05, min_weight=0.01, repetition_price=0.1, epochs_per_weight=epw)
+    term = mix.repetition_term()  # uniform α: 0.25 x (12.5, 16.67, 25, 50) epochs
+    assert term.tolist() == pytest.approx([0.1 * (0.25 * e - 1.0) for e in epw.tolist()], abs=1e-12)
+    for _ in range(200):
+        alpha = mix.step(torch.zeros(4))
+    assert alpha.tolist() == pytest.approx((counts / counts.sum()).tolist(), abs=1e-3)
+    assert mix.last_price.tolist() == pytest.approx([0.4] * 4, abs=1e-3)  # 5 epochs each
+    # below one epoch nothing is charged
+    assert mix.repetition_term(torch.tensor([0.01, 0.01, 0.01, 0.97])).tolist()[:3] == [0.0, 0.0, 0.0]
+    # off: the same α as a state without the option, bit for bit
+    a, b = MixtureState(DOMAINS, lr=0.5, momentum=0.9), MixtureState(DOMAINS, lr=0.5, momentum=0.9,
+                                                                 epochs_per_weight=epw)
+    for d in ([0.1, -0.2, 0.0, 0.05], [0.0, 0.3, -0.1, 0.0]):
+        assert torch.equal(a.step(torch.tensor(d)), b.step(torch.tensor(d)))
+    with pytest.raises(TandemError, match="repetition_price: expected a number >= 0"):
+        MixtureState(DOMAINS, repetition_price=-1.0, epochs_per_weight=epw)
+    with pytest.raises(TandemError, match="repetition_price > 0 needs epochs_per_weight"):
+        MixtureState(DOMAINS, repetition_price=0.1)

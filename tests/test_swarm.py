@@ -209,6 +209,8 @@ def test_a_swarm_through_the_harness_feeds_stage_2_then_resumes(embedded_shards,
     for run in runs:  # every proxy trained on its drawn mixture and was scored on val
         evaluation = json.loads((swarm_dir / "runs" / f"{run['run']:03d}" / "eval.json").read_text())
         assert run["score"] == evaluation["mean_loss"] and evaluation["split"] == "val"
+        # scored on every val window of each domain, not the 24-window progress sample
+        assert all(v["tokens"] > 4 * 24 * 16 for v in evaluation["domains"].values()), evaluation["domains"]
         trained, _ = read_mixture_export(swarm_dir / "runs" / f"{run['run']:03d}" / "mixture.yaml", use="last")
         assert trained == pytest.approx(run["weights"], abs=1e-12)
         assert all(w <= cap[d] + 1e-12 for d, w in run["weights"].items())

@@ -144,6 +144,11 @@ class MixtureState:
             ``mixture.epoch_cap`` C as ``C * n_m / N`` (UniMax's cap on α: no domain seen more than C epochs).
             A bound below ``min_weight`` is raised to it; the bounds must sum to >= 1. An α_0 above a bound
             is projected onto the capped simplex (logged by the recipe), and every update projects onto it.
+        repetition_price: λ >= 0 [project], in Δ's units (nats) per planned epoch past the first: each update
+            steps on ``Δ_m + λ max(e_m - 1, 0)``, e_m = α_m x ``epochs_per_weight``_m the epochs of domain m
+            that the current α plans (METHOD.md "Pricing repetition"). 0: off (the paper's Δ alone).
+        epochs_per_weight: N / n_m per domain (the run's draw over the domain's train tokens: the epochs
+            α_m = 1 would plan); needed when ``repetition_price`` > 0.
 
     Attributes:
         history: α after each update, ``history[0]`` = α_0; each (M,) float64.
@@ -174,6 +179,8 @@ class MixtureState:
         momentum: float = 0.0,
         average_tail: float = 1.0,
         max_weights: Sequence[float] | torch.Tensor | None = None,
+        repetition_price: float = 0.0,
+        epochs_per_weight: Sequence[float] | torch.Tensor | None = None,
     ):
         if isinstance(domains, str) or not isinstance(domains, Sequence) or len(domains) == 0:
             raise TandemError(f"domains: expected a non-empty list of domain names, got {domains!r}")
@@ -201,6 +208,16 @@ class MixtureState:
         average_tail = _finite_float(average_tail, "average_tail")
         if not 0.0 < average_tail <= 1.0:
             raise TandemError(f"average_tail: expected 0 < average_tail <= 1, got {average_tail}")
+
+        repetition_price = _finite_float(repetition_price, "repetition_price")
+        if repetition_price < 0:
+            raise TandemError(f"repetition_price: expected a number >= 0 (nats per epoch), got {repetition_price}")
+        if repetition_price > 0:
+            if epochs_per_weight is None:
+                raise TandemError("repetition_price > 0 needs epochs_per_weight (N / n_m per domain)")
+            epochs_per_weight = _as_float64_vector(epochs_per_weight, "epochs_per_weight", m)
+            if bool((epochs_per_weight <= 0).any()):
+                raise TandemError(f"epochs_per_weight: expected numbers > 0, got {epochs_per_weight.tolist()}")
 
         if max_weights is not None:
             max_weights = _as_float64_vector(max_weights, "max_weights", m).clamp(min=min_weight)
@@ -232,6 +249,9 @@ class MixtureState:
         self.smoothing = smoothing
         self.momentum = momentum
         self.average_tail = average_tail
+        self.repetition_price = repetition_price
+        self.epochs_per_weight = epochs_per_weight if repetition_price > 0 else None
+        self.last_price = torch.zeros(m, dtype=torch.float64)  # the repetition term of the last update
         self.velocity = torch.zeros(m, dtype=torch.float64)  # the exponential average of Δ (momentum > 0)
         self._alpha = alpha
         self.history: list[torch.Tensor] = [alpha.clone()]
@@ -282,6 +302,17 @@ class MixtureState:
         return {d: float(x) for d, x in zip(self.domains, a.tolist())}
 
     # ---- stepping α ------------------------------------------------------------------------------
+    def repetition_term(self, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """``λ max(e_m - 1, 0)``, e_m the epochs of domain m that ``alpha`` (default: the current α) plans;
+        zeros when ``repetition_price`` is 0. Why: Δ is measured over K steps, where one more epoch of a
+        source costs nothing yet; at stage-2 length every epoch past the first buys less than the one before
+        (Muennighoff et al. 2023), so the step charges each planned epoch past the first. Equal at the
+        natural proportions (every e_m equal), which the step then leaves where Δ alone would put it."""
+        if self.epochs_per_weight is None:
+            return torch.zeros(len(self.domains), dtype=torch.float64)
+        alpha = self._alpha if alpha is None else alpha.to(torch.float64)
+        return self.repetition_price * (alpha * self.epochs_per_weight - 1.0).clamp(min=0.0)
+
     def step(self, delta: torch.Tensor, at_step: int | None = None) -> torch.Tensor:
         """One update of α with the hypergradient Δ, (M,) (a larger Δ_m lowers α_m), made at training step
         ``at_step`` (for the time-weighted ``average``). Returns the new α."""
@@ -289,9 +320,10 @@ class MixtureState:
             raise TandemError(f"at_step: updates must come in step order, got {at_step} after {self.update_steps[-1]}")
         delta = _as_float64_vector(delta, "delta", len(self.domains))
         alpha = self._alpha
-        direction = delta
+        self.last_price = self.repetition_term(alpha)
+        direction = delta + self.last_price
         if self.momentum > 0:
-            self.velocity = self.momentum * self.velocity + (1.0 - self.momentum) * delta
+            self.velocity = self.momentum * self.velocity + (1.0 - self.momentum) * direction
             direction = self.velocity
         if self.update == "projected_gradient":
             new = self._project(alpha - self.lr * direction)
@@ -336,6 +368,7 @@ class MixtureState:
             "smoothing": self.smoothing,
             "momentum": self.momentum,
             "average_tail": self.average_tail,
+            "repetition_price": self.repetition_price,
             "max_weights": self.max_weights.clone() if self.max_weights is not None else torch.zeros(0, dtype=torch.float64),
             "velocity": self.velocity.clone(),
         }
