@@ -150,6 +150,8 @@ SCHEMA: dict[str, Any] = {
         "average_tail": Key(NUMBER, above=0),
         # UniMax's cap on a learner's α: at most C epochs of any domain's train tokens (its budget) [project]
         "epoch_cap": Key(NUMBER, nullable=True, above=0),
+        # λ, nats of Δ per epoch of a domain that α plans past the first (0: off) [project]
+        "repetition_price": Key(NUMBER, minimum=0),
         # global, like data.batch_size (each divisible by the number of ranks): the same config learns
         # the same α on 1 or 8 GPUs
         "probe_seqs_per_domain": Key(int, minimum=1),  # sequences of each probed domain in Δ's probe batch
