@@ -79,6 +79,9 @@ class RecordedRun:
         if str(mix.get("weights")) == "similarity" or mix.get("weights_from"):
             raise TandemError(f"{self.dir}: α_0 from similarity or a file is not replayed; use a named or explicit α_0")
         caps = None
+        price = float(self.hyper.get("repetition_price") or 0.0)
+        if price and self.run_tokens is None:
+            raise TandemError(f"{self.dir}: provenance.run_tokens missing: cannot price repetition")
         if epoch_cap is not None:
             if self.run_tokens is None:
                 raise TandemError(f"{self.dir}: provenance.run_tokens missing: cannot place an epoch cap")
@@ -87,6 +90,8 @@ class RecordedRun:
             self.domains, initial=resolve_initial_weights(mix, self.domains, self.tokens, run_tokens=self.run_tokens),
             lr=lr, update=mix.get("update", "projected_gradient"), min_weight=float(mix.get("min_weight", 0.0)),
             smoothing=float(mix.get("smoothing", 0.0)), momentum=momentum, average_tail=average_tail, max_weights=caps,
+            # the run's own repetition price: the trajectory records Δ as measured, before it
+            repetition_price=price, epochs_per_weight=[self.run_tokens / max(n, 1) for n in self.tokens] if price else None,
         )
         for step, delta in zip(self.steps, self.deltas):
             state.step(delta, at_step=step)
