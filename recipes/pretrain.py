@@ -152,6 +152,7 @@ class PretrainRecipe:
         initial = resolve_initial_weights(mix, self.domains, self.natural_tokens, run_tokens=self.run_tokens,
                                           targets=self.targets, similarity=self._similarity)
         cap = mix.get("epoch_cap")  # UniMax's cap on α: no domain planned past C epochs of its tokens
+        price = self._repetition_price()
         self.mixture = MixtureState(
             self.domains,
             initial=initial,
@@ -162,12 +163,25 @@ class PretrainRecipe:
             smoothing=float(mix.get("smoothing", 0.0)),
             momentum=float(mix.get("momentum", 0.0)),
             average_tail=float(mix.get("average_tail", 1.0)),
-            repetition_price=float(mix.get("repetition_price", 0.0) or 0.0),
+            repetition_price=price,
             epochs_per_weight=[self.run_tokens / max(n, 1) for n in self.natural_tokens],
         )
         if cap is not None and not torch.allclose(self.mixture.weights, initial.to(torch.float64), atol=1e-9, rtol=0):
             log.info(f"mixture.epoch_cap {cap}: α_0 moved under the caps: "
                      + ", ".join(f"{d} {w:.3f}" for d, w in zip(self.domains, self.mixture.weights.tolist())))
+
+    def _repetition_price(self) -> float:
+        """``mixture.repetition_price`` λ where L_val reads a validation-only target domain, else 0 (logged).
+        Why only there: the charge prices a source's epochs as a stand-in for a target it is not; where every
+        source is scored itself (the size-only objective), repeating a small one is what the objective asks
+        for, and the charge cost 2.5% there (docs/METHOD.md "Pricing repetition", RESULTS 7k)."""
+        price = float(self.cfg.mixture.get("repetition_price", 0.0) or 0.0)
+        reads_target = bool(self.targets) and float(self.target_vector[len(self.domains):].sum()) > 0
+        if price > 0 and not reads_target:
+            log.info(f"mixture.repetition_price {price}: not charged, L_val reads no validation-only target domain "
+                     "(each source is scored itself; docs/METHOD.md \"Pricing repetition\")")
+            return 0.0
+        return price
 
     def _similarity(self) -> torch.Tensor:
         """``mixture.weights: similarity``: each source by its n-gram closeness to the target (the

@@ -145,24 +145,3 @@ def test_epoch_cap_bounds_every_alpha_of_the_run(embedded_shards, tmp_path, monk
     err = capsys.readouterr().err
     assert status != 0 and "mixture.epoch_cap: 0.2 epochs" in err and "mixture.epoch_cap >= 0.341" in err
 
-
-def test_the_repetition_price_is_charged_on_the_epochs_alpha_plans(embedded_shards, tmp_path, monkeypatch):
-    """mixture.repetition_price λ: each update's recorded charge is λ max(α_m N / budget_m - 1, 0) at the α it
-    stepped from (the previous row's), the provenance records λ, and some source is charged (the budget is
-    repeated ~1.7 times under natural proportions, more under uniform for the small sources)."""
-    steps, batch, seq, budget, price = 40, 8, 64, 12000, 0.05
-    out = tmp_path / "priced"
-    status = run_in_process(
-        "data_restricted", STAGE1, *TINY, f"data.shards={embedded_shards}", f"output_dir={out}", f"max_steps={steps}",
-        f"data.total_token_budget={budget}", f"mixture.repetition_price={price}", "mixture.epoch_cap=null",
-        "mixture.probe_seqs_per_domain=4", monkeypatch=monkeypatch,
-    )
-    assert status == 0
-    budgets = {r["domain"]: r["budget_tokens"] for r in json.loads((out / "generalization.json").read_text())}
-    rows = [json.loads(line) for line in (out / "mixture_trajectory.jsonl").read_text().splitlines()]
-    assert len(rows) >= 3
-    for before, row in zip(rows, rows[1:]):
-        expected = {d: price * max(before["alpha"][d] * steps * batch * seq / budgets[d] - 1.0, 0.0) for d in budgets}
-        assert row["repetition"] == pytest.approx(expected, abs=1e-9)
-    assert any(v > 0 for row in rows for v in row["repetition"].values())
-    assert yaml.safe_load((out / "mixture.yaml").read_text())["provenance"]["hyperparameters"]["repetition_price"] == price

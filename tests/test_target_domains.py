@@ -118,3 +118,28 @@ def test_bad_target_input_fails_in_one_line_writing_nothing(target_shards, tmp_p
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tandem: error:")]
     assert len(err) == 1 and all(part in err[0] for part in expected), err
     assert not out.exists()
+
+
+def test_the_repetition_price_is_charged_where_l_val_reads_a_target(target_shards, tmp_path):
+    """mixture.repetition_price λ: each update's recorded charge is λ max(α_m N / n_m - 1, 0) at the α it
+    stepped from (the previous row's), and some source is charged (the fixture's sources are repeated);
+    the provenance records λ. With L_val on a source alone (no validation-only target read) nothing is
+    charged: every source is then scored itself (docs/METHOD.md "Pricing repetition")."""
+    price, out = 0.05, tmp_path / "priced"
+    recipe = _recipe(target_shards, out, f"mixture.repetition_price={price}", "max_steps=200", "data.batch_size=16",
+                     "mixture.episode_len=20", "mixture.probe_steps=2")  # 205k tokens drawn: 44k-132k per source
+    assert recipe.mixture.repetition_price == price
+    recipe.train()
+    recipe.cleanup()
+    tokens = dict(zip(recipe.domains, recipe.natural_tokens))
+    rows = [json.loads(line) for line in (out / "mixture_trajectory.jsonl").read_text().splitlines()]
+    assert len(rows) >= 3
+    for before, row in zip(rows, rows[1:]):
+        expected = {d: price * max(before["alpha"][d] * recipe.run_tokens / tokens[d] - 1.0, 0.0) for d in tokens}
+        assert row["repetition"] == pytest.approx(expected, abs=1e-9)
+    assert any(v > 0 for row in rows for v in row["repetition"].values())
+    assert OmegaConf.load(out / "mixture.yaml").provenance.hyperparameters.repetition_price == price
+    sources_only = _recipe(target_shards, tmp_path / "sources", f"mixture.repetition_price={price}", "max_steps=5",
+                           "mixture.target_weights={code: 1.0}")
+    assert sources_only.mixture.repetition_price == 0.0
+    sources_only.cleanup()
