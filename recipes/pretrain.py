@@ -54,8 +54,9 @@ from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
 from tandem_components.estimators.doremi import freeze
 from tandem_components.mixture import (
-    MixtureState, convergence, corpus_similarity_weights, epoch_cap_bounds, named_or_mapping_weights,
-    plot_mixture_trajectory, resolve_initial_weights, resolve_target_weights, write_mixture_export,
+    MixtureState, convergence, corpus_similarity_weights, epoch_cap_bounds, epochs_per_weight,
+    named_or_mapping_weights, plot_mixture_trajectory, resolve_initial_weights, resolve_target_weights,
+    write_mixture_export,
 )
 from tandem_components.models import export_hf_llama, load_model_weights, save_model_weights
 from tandem_components.torchtune_api import config, get_cosine_schedule_with_warmup, get_logger, set_seed
@@ -164,7 +165,7 @@ class PretrainRecipe:
             momentum=float(mix.get("momentum", 0.0)),
             average_tail=float(mix.get("average_tail", 1.0)),
             repetition_price=price,
-            epochs_per_weight=[self.run_tokens / max(n, 1) for n in self.natural_tokens],
+            epochs_per_weight=epochs_per_weight(self.natural_tokens, self.run_tokens),
         )
         if cap is not None and not torch.allclose(self.mixture.weights, initial.to(torch.float64), atol=1e-9, rtol=0):
             log.info(f"mixture.epoch_cap {cap}: α_0 moved under the caps: "

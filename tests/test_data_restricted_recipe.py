@@ -144,4 +144,3 @@ def test_epoch_cap_bounds_every_alpha_of_the_run(embedded_shards, tmp_path, monk
     )
     err = capsys.readouterr().err
     assert status != 0 and "mixture.epoch_cap: 0.2 epochs" in err and "mixture.epoch_cap >= 0.341" in err
-

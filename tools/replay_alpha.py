@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tandem_components.errors import TandemError  # noqa: E402
 from tandem_components.mixture.convergence import convergence, seed_spread  # noqa: E402
-from tandem_components.mixture.named import epoch_cap_bounds, resolve_initial_weights  # noqa: E402
+from tandem_components.mixture.named import epoch_cap_bounds, epochs_per_weight, resolve_initial_weights  # noqa: E402
 from tandem_components.mixture.state import MixtureState  # noqa: E402
 
 RUN_FILES = ("mixture_trajectory.jsonl", "mixture.yaml", "torchtune_config.yaml")
@@ -91,7 +91,7 @@ class RecordedRun:
             lr=lr, update=mix.get("update", "projected_gradient"), min_weight=float(mix.get("min_weight", 0.0)),
             smoothing=float(mix.get("smoothing", 0.0)), momentum=momentum, average_tail=average_tail, max_weights=caps,
             # the run's own repetition price: the trajectory records Δ as measured, before it
-            repetition_price=price, epochs_per_weight=[self.run_tokens / max(n, 1) for n in self.tokens] if price else None,
+            repetition_price=price, epochs_per_weight=epochs_per_weight(self.tokens, self.run_tokens) if price else None,
         )
         for step, delta in zip(self.steps, self.deltas):
             state.step(delta, at_step=step)

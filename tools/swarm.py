@@ -11,10 +11,11 @@ the recipe's, as for ``tune run``)::
         mixture.learner=fixed mixture.weights_from=<out>/mixtures/run<i>.yaml mixture.use=last
         seed=<seed> output_dir=<out>/runs/<i>
 
-reads each run's **val** objective (``eval.json``, over the whole val split: the target-weighted mean loss when the corpus has target
-domains or ``mixture.target_weights`` names some, as ``score: target`` reads it, else the mean over domains
-of the per-domain loss), fits the regression and exports its predicted optimum. Every proxy run has the same
-seed (model initialisation and sampling order), so runs differ only by their mixture. ``swarm.<option>``:
+reads each run's **val** objective (``eval.json``, over the whole val split: the target-weighted mean loss
+when the corpus has target domains or ``mixture.target_weights`` names some, as ``score: target`` reads it,
+else the mean over domains of the per-domain loss), fits the regression and exports its predicted optimum.
+Every proxy run has the same seed (model initialisation and sampling order), so runs differ only by their
+mixture. ``swarm.<option>``:
 ``concentration``, ``prior_temperature``, ``epoch_cap``, ``top_k``, ``candidates``, ``folds``, ``max_steps``
 (the library lists them, with their defaults and why).
 
@@ -120,7 +121,7 @@ def prepare(args) -> dict[str, Any]:
     # the objective is the whole val split, as the harness's val tables read it (after the user's overrides,
     # as there): the recipes' evaluation samples 24 windows per domain (1,536 tokens at seq_len 64; dialogue's
     # val holds 7,168), and on dialogue's sample the natural mixture sat 0.16 nats below every one of 32 proxies
-    # whose retrained optimum then tied it on test (RESULTS 8c)
+    # whose retrained optimum then tied it on test (RESULTS 8c-2)
     recipe_overrides = [*recipe_overrides, cm.val_eval_all(args.recipe)]
     opts = check_options({**raw_options, "n": args.n})
     config = cm._repo_path(args.config)

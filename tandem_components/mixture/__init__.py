@@ -6,6 +6,7 @@ from tandem_components.mixture.convergence import Convergence, convergence, seed
 from tandem_components.mixture.export import read_mixture_export, weights_vector, write_mixture_export
 from tandem_components.mixture.named import (
     epoch_cap_bounds,
+    epochs_per_weight,
     NAMES,
     named_or_mapping_weights,
     resolve_initial_weights,
@@ -27,6 +28,7 @@ __all__ = [
     "project_to_simplex",
     "NAMES",
     "epoch_cap_bounds",
+    "epochs_per_weight",
     "named_or_mapping_weights",
     "resolve_initial_weights",
     "resolve_target_weights",

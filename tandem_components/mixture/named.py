@@ -92,6 +92,13 @@ def unimax_weights(natural_tokens: Sequence[int], max_epochs: Any, run_tokens: i
     return torch.tensor(alloc, dtype=torch.float64) / total
 
 
+def epochs_per_weight(natural_tokens: Sequence[int], run_tokens: int) -> list[float]:
+    """``N / n_m`` per domain: the epochs of domain m that α_m = 1 plans over a run drawing N tokens (n_m its
+    train tokens, its budget in the data-restricted recipe, examples in SFT). What ``mixture.repetition_price``
+    charges on; the recipe and ``tools/replay_alpha.py`` both read it here, so a replay prices α as the run did."""
+    return [run_tokens / max(int(n), 1) for n in natural_tokens]
+
+
 def epoch_cap_bounds(natural_tokens: Sequence[int], epoch_cap: Any, run_tokens: int,
                      key: str = "mixture.epoch_cap") -> torch.Tensor:
     """``mixture.epoch_cap`` C as an upper bound on each α_m: ``C * n_m / N`` (n_m the domain's train tokens,
