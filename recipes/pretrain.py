@@ -300,7 +300,7 @@ class PretrainRecipe:
             self.probe_sampler = PerDomainSampler(
                 self.train_tokens, self.per_rank(self.probe_seqs_per_domain), self.seq_len,
                 seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
-                domains_per_probe=self.domains_per_probe(),
+                domains_per_probe=self.domains_per_probe(), probe_order=str(cfg.mixture.get("probe_order", "reshuffled")),
             )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
@@ -309,8 +309,8 @@ class PretrainRecipe:
         """Δ's probe and its bound, and a warning when a bounded probe would measure each domain only a few
         times in the whole run (many domains, a small budget, a short run)."""
         log.info(f"Δ's probe: {schedule.domains_per_probe} of {schedule.num_domains} domains x "
-                 f"{self.probe_seqs_per_domain} sequences per update; every domain re-measured within "
-                 f"{schedule.bound} update(s)")
+                 f"{self.probe_seqs_per_domain} sequences per update; every domain measured once in every pass "
+                 f"of {schedule.bound} update(s) (mixture.probe_order={schedule.order})")
         updates = -(-self.max_steps // self.episode_len)
         if schedule.bound > 1 and updates < 3 * schedule.bound:
             log.warning(f"mixture.probe_budget: each domain's Δ is measured only about {updates // schedule.bound} "

@@ -52,6 +52,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tandem_components.data.corpus_sources import check_source
+from tandem_components.data.loader import PROBE_ORDERS
 from tandem_components.data.shards import TARGET_SPLITS, ShardedCorpus
 from tandem_components.data.tokenizer import tokenizer_sha256
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
@@ -159,6 +160,8 @@ SCHEMA: dict[str, Any] = {
         # data.loader.DEFAULT_PROBE_BUDGET_BATCHES): budget // probe_seqs_per_domain domains per update, in turns
         # (data.loader.ProbeSchedule); null: every domain at every update (a cost that grows with M)
         "probe_budget": Key(int, nullable=True, minimum=1),
+        # how a bounded probe walks the domains: a fresh permutation every pass | one for the whole run [project]
+        "probe_order": Key(str, choices=PROBE_ORDERS),
         "val_batch_size": Key(int, minimum=1),  # validation rows per reference / DoGE step (default batch_size)
         "target_weights": Key((str, dict), nullable=True),
         # DoReMi's reference model: a safetensors file, or trained in stage 1 for reference_steps on

@@ -252,19 +252,43 @@ def test_eval_windows_deterministic_and_non_overlapping():
 
 
 # ---- bounded probe (mixture.probe_budget) ------------------------------------------------------------------
-@pytest.mark.parametrize("m, d", [(7, 7), (7, 3), (28, 8), (112, 8), (112, 48)])
-def test_a_bounded_probe_measures_every_domain_within_its_bound(m, d):
-    """D of M domains per probe, in turns over a seeded order: in ANY ceil(M / D) consecutive probes every
-    domain is measured at least once, each probe holds exactly D distinct domains."""
+@pytest.mark.parametrize("m, d", [(7, 7), (7, 3), (8, 2), (28, 8), (112, 8), (112, 48)])
+def test_a_bounded_probe_measures_every_domain_in_every_pass(m, d):
+    """D of M domains per probe, D distinct ones each: every domain is measured in every pass of ceil(M / D)
+    probes (so in any 2 ceil(M / D) - 1 consecutive ones); the fixed order, in any ceil(M / D)."""
     from tandem_components.data.loader import ProbeSchedule
 
-    schedule = ProbeSchedule(m, d, seed=5)
-    assert schedule.bound == -(-m // d)
-    calls = [set(schedule.domains(c).tolist()) for c in range(3 * schedule.bound + 2)]
-    assert all(len(c) == d for c in calls)
-    for start in range(len(calls) - schedule.bound + 1):
-        assert set().union(*calls[start:start + schedule.bound]) == set(range(m)), start
-    assert ProbeSchedule(m, d, seed=5).domains(4).tolist() == schedule.domains(4).tolist()  # deterministic
+    for order, window in (("reshuffled", 2), ("fixed", 1)):
+        schedule = ProbeSchedule(m, d, seed=5, order=order)
+        bound = schedule.bound
+        assert bound == -(-m // d)
+        calls = [set(schedule.domains(c).tolist()) for c in range(4 * bound + 2)]
+        assert all(len(c) == d for c in calls)
+        if order == "reshuffled":
+            for p in range(4):
+                assert set().union(*calls[p * bound:(p + 1) * bound]) == set(range(m)), (order, p)
+        span = window * bound - (window - 1)
+        for start in range(len(calls) - span + 1):
+            assert set().union(*calls[start:start + span]) == set(range(m)), (order, start)
+        assert ProbeSchedule(m, d, seed=5, order=order).domains(4).tolist() == schedule.domains(4).tolist()
+
+
+@pytest.mark.parametrize("m", [6, 7, 8])
+def test_a_reshuffled_probe_brings_every_pair_of_domains_together(m):
+    """The α step moves weight only among the domains of one probe, so two domains are compared only where
+    they meet. With one order for the run and D dividing M the probes are a fixed partition (M = 8, D = 2:
+    4 pairs, 24 of the 28 never compared); reshuffled every pass, every pair meets within a few passes."""
+    from tandem_components.data.loader import ProbeSchedule
+
+    def pairs(order):
+        schedule = ProbeSchedule(m, 2, seed=0, order=order)
+        return {tuple(schedule.domains(c).tolist()) for c in range(50 * schedule.bound)}
+
+    assert len(pairs("reshuffled")) == m * (m - 1) // 2
+    if m % 2 == 0:
+        assert len(pairs("fixed")) == m // 2
+    with pytest.raises(TandemError, match="^mixture.probe_order: expected one of"):
+        ProbeSchedule(m, 2, seed=0, order="random")
 
 
 def test_a_bounded_sampler_holds_only_the_scheduled_domains_and_resumes():
@@ -286,6 +310,12 @@ def test_a_bounded_sampler_holds_only_the_scheduled_domains_and_resumes():
     with pytest.raises(TandemError, match="held 6 of 6 domains per update, this run's holds 2"):
         PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=2).load_state_dict(before)
     PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1).load_state_dict(before)  # probe_budget=null: resumes
+    with pytest.raises(TandemError, match="^mixture.probe_order: the checkpoint's probe walked the domains 'reshuffled'"):
+        PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=2,
+                         probe_order="fixed").load_state_dict(state)
+    old_state = {k: v for k, v in state.items() if k != "probe_order"}  # before probe_order: one permutation
+    PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1, domains_per_probe=2,
+                     probe_order="fixed").load_state_dict(old_state)
     full = PerDomainSampler(arrays, per_domain=2, seq_len=8, seed=1)  # default: every domain, as before
     assert full.sample().domain_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 

@@ -5,6 +5,7 @@ from tandem_components.data.batch import IGNORE_INDEX, Batch
 from tandem_components.data.corpus_sources import DEFAULT_TEXT_FIELD, check_source, iter_documents, resolve_files
 from tandem_components.data.loader import (
     PerDomainSampler,
+    PROBE_ORDERS,
     ProbeSchedule,
     WeightedDomainLoader,
     domains_per_probe,
@@ -61,6 +62,7 @@ __all__ = [
     "write_split",
     "WeightedDomainLoader",
     "PerDomainSampler",
+    "PROBE_ORDERS",
     "ProbeSchedule",
     "domains_per_probe",
     "eval_windows",

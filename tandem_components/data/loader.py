@@ -150,6 +150,10 @@ def _check_probe_schedule(sd: dict, schedule: "ProbeSchedule") -> None:
             f"mixture.probe_budget: the checkpoint's probe held {saved} of {schedule.num_domains} domains per "
             f"update, this run's holds {schedule.domains_per_probe}; resume with the probe it was written with "
             "(mixture.probe_budget=null: every domain, as before bounded probes)")
+    saved_order = sd.get("probe_order", "fixed")  # a state from before probe_order walked one permutation
+    if schedule.domains_per_probe < schedule.num_domains and saved_order != schedule.order:
+        raise TandemError(f"mixture.probe_order: the checkpoint's probe walked the domains {saved_order!r}, this "
+                          f"run's {schedule.order!r}; resume with mixture.probe_order={saved_order}")
 
 
 # ---- training loader --------------------------------------------------------------------------------------
@@ -333,24 +337,44 @@ def domains_per_probe(num_domains: int, per_domain: int, budget: int | None) -> 
     return num_domains if budget is None else max(1, min(num_domains, budget // per_domain))
 
 
+#: ``mixture.probe_order``: how a bounded probe walks the domains [project]. ``reshuffled``: a fresh seeded
+#: permutation every pass, so that over the run every pair of domains meets in a probe; ``fixed``: one
+#: permutation for the whole run (before issue 27: where D divides M the probes are a fixed partition).
+PROBE_ORDERS = ("reshuffled", "fixed")
+
+
 class ProbeSchedule:
     """Which domains a probe batch holds: all M, or ``domains_per_probe`` = D of them, in turns.
 
-    A bounded probe (``mixture.probe_budget``) holds D < M domains: the domains are visited in a fixed
-    order (a permutation drawn once from the seed, so that neighbouring domains, e.g. the sub-domains of
-    one source, are not always probed together), D consecutive ones per call, wrapping around. Every
-    domain is therefore probed at least once in any ceil(M / D) consecutive calls (``bound``).
+    A bounded probe (``mixture.probe_budget``) holds D < M domains, D distinct ones per call, over a seeded
+    permutation of the domains (so that neighbouring domains, e.g. the sub-domains of one source, are not
+    always probed together).
+
+    - ``order="reshuffled"`` (default): the calls come in passes of ``bound`` = ceil(M / D) calls, each pass
+      with a fresh permutation (drawn from the seed and the pass's index), D consecutive domains per call;
+      where D does not divide M the pass's last call is topped up with the first domains of the same
+      permutation. Every domain is measured at least once in every pass, so at least once in any
+      2 x ``bound`` - 1 consecutive calls. Why: the α step moves weight only among the domains of one
+      probe (``carry_delta: neutral``), so two domains are compared only when they meet in a probe, and
+      with one permutation for the whole run, where D divides M, the probes are a fixed partition (M = 8,
+      D = 2: four pairs, whose totals the steps never change; docs/METHOD.md "Δ's probe at many domains").
+    - ``order="fixed"``: the permutation drawn once, D consecutive domains per call, wrapping around (the
+      schedule before issue 27): every domain is measured in any ``bound`` consecutive calls.
     """
 
-    def __init__(self, num_domains: int, domains_per_probe: int | None, seed: int):
+    def __init__(self, num_domains: int, domains_per_probe: int | None, seed: int, order: str = "reshuffled"):
+        if order not in PROBE_ORDERS:
+            raise TandemError(f"mixture.probe_order: expected one of {list(PROBE_ORDERS)}, got {order!r}")
         self.num_domains = num_domains
         self.domains_per_probe = num_domains if domains_per_probe is None else min(
             _check_int(domains_per_probe, "domains_per_probe", 1), num_domains)
+        self.order = order
+        self.seed = seed
         self._order = _make_rng(seed, 0, _STREAM_PROBE_ORDER).permutation(num_domains)
 
     @property
     def bound(self) -> int:
-        """Every domain is probed at least once in any this many consecutive calls."""
+        """The calls of one pass over the domains: ceil(M / D)."""
         return -(-self.num_domains // self.domains_per_probe)
 
     def domains(self, call: int) -> np.ndarray:
@@ -358,7 +382,15 @@ class ProbeSchedule:
         m, d = self.num_domains, self.domains_per_probe
         if d == m:
             return np.arange(m, dtype=np.int64)
-        return np.sort(self._order[(call * d + np.arange(d)) % m]).astype(np.int64)
+        if self.order == "fixed":
+            return np.sort(self._order[(call * d + np.arange(d)) % m]).astype(np.int64)
+        n_pass, j = divmod(call, self.bound)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, n_pass, _STREAM_PROBE_ORDER, 1])))
+        order = rng.permutation(m)
+        chosen = order[j * d:(j + 1) * d]
+        if len(chosen) < d:  # the pass's last call: topped up with the pass's first domains
+            chosen = np.concatenate([chosen, order[:d - len(chosen)]])
+        return np.sort(chosen).astype(np.int64)
 
 
 class PerDomainSampler:
@@ -371,7 +403,7 @@ class PerDomainSampler:
 
     def __init__(
         self, domain_tokens, per_domain: int, seq_len: int, seed: int, rank: int = 0, token_budget=None,
-        world_size: int = 1, domains_per_probe: int | None = None,
+        world_size: int = 1, domains_per_probe: int | None = None, probe_order: str = "reshuffled",
     ):
         self._arrays = _check_domains(domain_tokens)
         self.per_domain = _check_int(per_domain, "per_domain", 1)
@@ -379,7 +411,7 @@ class PerDomainSampler:
         self.seed = _check_int(seed, "seed", 0)
         self.rank, self.world_size = _check_rank(rank, world_size)
         self._lengths = _effective_lengths(self._arrays, token_budget, self.seq_len)
-        self.schedule = ProbeSchedule(len(self._arrays), domains_per_probe, self.seed)
+        self.schedule = ProbeSchedule(len(self._arrays), domains_per_probe, self.seed, probe_order)
         self._rng = _make_rng(self.seed, 0, _STREAM_PER_DOMAIN)
         self._num_calls = 0
 
@@ -409,6 +441,7 @@ class PerDomainSampler:
             "seq_len": self.seq_len,
             "domain_lengths": torch.from_numpy(self._lengths.copy()),
             "domains_per_probe": self.schedule.domains_per_probe,
+            "probe_order": self.schedule.order,
         }
 
     def load_state_dict(self, sd: dict) -> None:

@@ -197,7 +197,7 @@ class PerCategorySampler:
     Which categories: all of them, or ``domains_per_probe`` in turns (``data.loader.ProbeSchedule``)."""
 
     def __init__(self, categories, per_domain: int, seq_len: int, seed: int, rank: int = 0, world_size: int = 1,
-                 pad_id: int = 0, domains_per_probe: int | None = None):
+                 pad_id: int = 0, domains_per_probe: int | None = None, probe_order: str = "reshuffled"):
         self._cats = _check_categories(categories)
         self.per_domain = _check_int(per_domain, "per_domain", 1)
         self.seq_len = _check_int(seq_len, "seq_len", 1)
@@ -205,7 +205,7 @@ class PerCategorySampler:
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad_id = int(pad_id)
         self._sizes = np.array([len(c) for c in self._cats], dtype=np.int64)
-        self.schedule = ProbeSchedule(len(self._cats), domains_per_probe, self.seed)
+        self.schedule = ProbeSchedule(len(self._cats), domains_per_probe, self.seed, probe_order)
         self._rng = _make_rng(self.seed, 0, _STREAM_PROBE)
         self._num_calls = 0
 
@@ -229,7 +229,7 @@ class PerCategorySampler:
         return {"rng": _rng_state(self._rng), "num_calls": self._num_calls, "seed": self.seed,
                 "global_per_domain": self.per_domain * self.world_size, "seq_len": self.seq_len,
                 "domain_lengths": torch.from_numpy(self._sizes.copy()),
-                "domains_per_probe": self.schedule.domains_per_probe}
+                "domains_per_probe": self.schedule.domains_per_probe, "probe_order": self.schedule.order}
 
     def load_state_dict(self, sd: dict) -> None:
         _check_config(sd, {"seed": self.seed, "global_per_domain": self.per_domain * self.world_size,
