@@ -357,7 +357,7 @@ class ProbeSchedule:
       2 x ``bound`` - 1 consecutive calls. Why: the α step moves weight only among the domains of one
       probe (``carry_delta: neutral``), so two domains are compared only when they meet in a probe, and
       with one permutation for the whole run, where D divides M, the probes are a fixed partition (M = 8,
-      D = 2: four pairs, whose totals the steps never change; docs/METHOD.md "Δ's probe at many domains").
+      D = 2: four pairs, whose totals only a floor or a cap ever changes; docs/METHOD.md "Δ's probe at many domains").
     - ``order="fixed"``: the permutation drawn once, D consecutive domains per call, wrapping around (the
       schedule before issue 27): every domain is measured in any ``bound`` consecutive calls.
     """
