@@ -300,7 +300,7 @@ class PretrainRecipe:
             self.probe_sampler = PerDomainSampler(
                 self.train_tokens, self.per_rank(self.probe_seqs_per_domain), self.seq_len,
                 seed=self.seed + 2, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget,
-                domains_per_probe=self.domains_per_probe(), probe_order=str(cfg.mixture.get("probe_order", "reshuffled")),
+                domains_per_probe=self.domains_per_probe(), probe_order=self.probe_order(),
             )
         self.eval_batches = eval_windows(self.val_tokens, self.seq_len, int(cfg.eval.windows_per_domain))
         self.test_batches = eval_windows(self.test_tokens, self.seq_len, cfg.eval.get("test_windows_per_domain"))
@@ -316,6 +316,10 @@ class PretrainRecipe:
             log.warning(f"mixture.probe_budget: each domain's Δ is measured only about {updates // schedule.bound} "
                         f"time(s) in this run's {updates} updates (every {schedule.bound} updates); lower "
                         "mixture.probe_seqs_per_domain or raise mixture.probe_budget")
+
+    def probe_order(self) -> str:
+        """``mixture.probe_order``: how a bounded probe walks the domains (``data.loader.ProbeSchedule``)."""
+        return str(self.cfg.mixture.get("probe_order", "reshuffled"))
 
     def domains_per_probe(self) -> int:
         """D: the domains Δ's probe holds per update (all M, or those ``mixture.probe_budget`` holds, in turns)."""

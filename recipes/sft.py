@@ -160,7 +160,7 @@ class SFTRecipe(PretrainRecipe):
             self.probe_sampler = PerCategorySampler(
                 self.examples["train"], self.per_rank(self.probe_seqs_per_domain),
                 self.seq_len, seed=self.seed + 2, rank=self.rank, world_size=self.world_size, pad_id=self.pad_id,
-                domains_per_probe=self.domains_per_probe(), probe_order=str(cfg.mixture.get("probe_order", "reshuffled")),
+                domains_per_probe=self.domains_per_probe(), probe_order=self.probe_order(),
             )
         # progress evaluations read val (what a setting may be chosen on); test is read once, at the end
         k = int(cfg.eval.examples_per_category)
