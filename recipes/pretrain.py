@@ -238,6 +238,7 @@ class PretrainRecipe:
                 probe_micro_batch=self.batch_size, reference_step=cfg.mixture.get("reference_step", "split"),
                 validation_weight=float(cfg.mixture.get("validation_weight", 1.0)), carry=carry,
                 num_val_domains=len(self.eval_domains),
+                delta_difference=cfg.mixture.get("delta_difference", "forward"),
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,

@@ -57,7 +57,7 @@ from tandem_components.data.shards import TARGET_SPLITS, ShardedCorpus
 from tandem_components.data.tokenizer import tokenizer_sha256
 from tandem_components.errors import EXIT_USER_ERROR, TandemError
 from tandem_components.estimators import CARRY_MODES, LEARNERS
-from tandem_components.estimators.tandem import DELTA_SCALES, REFERENCE_STEPS
+from tandem_components.estimators.tandem import DELTA_DIFFERENCES, DELTA_SCALES, REFERENCE_STEPS
 from tandem_components.mixture.export import WHICH
 from tandem_components.mixture.named import named_or_mapping_weights, resolve_initial_weights, resolve_target_weights
 from tandem_components.mixture.similarity import corpus_similarity_weights
@@ -140,6 +140,8 @@ SCHEMA: dict[str, Any] = {
         # none | lr: Δ divided by the mean lr multiplier of its K probing steps (α keeps learning while the
         # schedule decays; TANDEM only, like gamma: its Δ is a loss difference after K steps; others ignore it)
         "delta_scale": Key(str, choices=DELTA_SCALES),
+        # forward: L(w) - L(u), the paper's | central: [L(w) - L(2u - w)] / 2 (TANDEM only) [project]
+        "delta_difference": Key(str, choices=DELTA_DIFFERENCES),
         "lr": Key(NUMBER, above=0),  # lr_α
         "update": Key(str, choices=UPDATES),
         "min_weight": Key(NUMBER, minimum=0),

@@ -158,3 +158,38 @@ def test_agreement_under_a_bounded_probe_covers_every_domain_measured_so_far():
     restored = TandemEstimator(twins, num_domains=4)
     restored.load_state_dict(est.state_dict())
     assert torch.equal(restored.last_half_deltas, est.last_half_deltas)
+
+
+def test_central_delta_is_half_the_difference_between_the_reference_and_its_reflection_through_the_proxy():
+    """``delta_difference: central``: Δ_m = [L^m(w) - L^m(2u - w)] / 2, computed here from copies of the
+    twins; the reference is left as it was; its even-order terms cancel, so it differs from the forward Δ."""
+    import copy
+
+    from tandem_components.training.domain_loss import model_domain_losses
+
+    torch.manual_seed(0)
+    domains = _domains()
+    twins = build_twins(tiny_decoder, adamw(3e-3), adamw(3e-3))
+    forward = TandemEstimator(twins, num_domains=2)
+    central = TandemEstimator(twins, num_domains=2, delta_difference="central")
+    train = iter(WeightedDomainLoader(domains, [0.5, 0.5], batch_size=8, seq_len=SEQ, seed=0))
+    val = iter(WeightedDomainLoader(domains, [1.0, 0.0], batch_size=8, seq_len=SEQ, seed=1))
+    forward.begin_episode()
+    for _ in range(3):
+        forward.probe_step(next(train), next(val))
+    probe = PerDomainSampler(domains, per_domain=4, seq_len=SEQ, seed=2).sample()
+    before = [p.detach().clone() for p in twins.reference.parameters()]
+    reflected = copy.deepcopy(twins.reference)
+    with torch.no_grad():
+        for p_r, p_u in zip(reflected.parameters(), twins.proxy.parameters()):
+            p_r.mul_(-1).add_(p_u, alpha=2)
+        w, mirror = model_domain_losses(twins.reference, probe, 2), model_domain_losses(reflected, probe, 2)
+    expected = ((w.sums - mirror.sums) / 2 / w.counts).double()
+    delta = central.delta(probe)
+    torch.testing.assert_close(delta, expected, rtol=1e-4, atol=1e-7)
+    assert (delta - forward.delta(probe)).abs().max() > 1e-4  # the two differences are not the same number
+    for p, b in zip(twins.reference.parameters(), before):
+        torch.testing.assert_close(p.detach(), b, rtol=0, atol=1e-6)  # the reference is restored
+    assert central.hyperparameters()["delta_difference"] == "central"
+    with pytest.raises(TandemError, match="mixture.delta_difference"):
+        TandemEstimator(twins, num_domains=2, delta_difference="backward")

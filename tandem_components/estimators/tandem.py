@@ -46,6 +46,8 @@ from tandem_components.training.twins import TwinModels
 
 #: mixture.reference_step: how the reference combines its train and validation gradients
 REFERENCE_STEPS = ("split", "joint")
+#: mixture.delta_difference: L(w) - L(u), the paper's | [L(w) - L(2u - w)] / 2, the val step's curvature cancelled
+DELTA_DIFFERENCES = ("forward", "central")
 #: mixture.delta_scale: Δ as measured, or normalised by the lr of its probing steps (recipes/pretrain.py)
 DELTA_SCALES = ("none", "lr")
 
@@ -80,8 +82,13 @@ class TandemEstimator(PerDomainSignalEstimator):
         probe_micro_batch: int | None = None,
         carry: str = "neutral",
         num_val_domains: int | None = None,
+        delta_difference: str = "forward",
     ):
         super().__init__(num_domains, carry=carry)
+        if delta_difference not in DELTA_DIFFERENCES:
+            raise TandemError(f"mixture.delta_difference: expected one of {DELTA_DIFFERENCES}, got {delta_difference!r}")
+        self.delta_difference = delta_difference
+
         # the validation batches' domains: the M training domains, then any target (val-only) domains
         self.num_val_domains = int(num_val_domains or num_domains)
         # The paired probe batch holds M x probe_seqs_per_domain sequences (7x a training batch in the
@@ -171,23 +178,41 @@ class TandemEstimator(PerDomainSignalEstimator):
     def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
         """Δ on the whole probe batch, times ``scale`` (``mixture.delta_scale``'s factor of these K probing
         steps); also measures its noise as the agreement of two halves (below; a cosine: no scale)."""
-        halves = []  # per half (alternate rows: each domain's sequences split evenly): rows of
-        for rows in (slice(0, None, 2), slice(1, None, 2)):  # reference sums, proxy sums, token counts
-            stats = torch.zeros(3, self.num_domains, dtype=torch.float64, device=probe_batch.tokens.device)
-            for chunk in probe_batch.rows(rows).chunks(self.probe_micro_batch or probe_batch.tokens.shape[0]):
-                ref = self.forward(self.twins.reference, chunk, self.num_domains)
-                prx = self.forward(self.twins.proxy, chunk, self.num_domains)
-                stats = stats + torch.stack([ref.sums, prx.sums, ref.counts]).double()
-            halves.append(stats)
+        reference, proxy = self._probe_sums(self.twins.reference, probe_batch), self._probe_sums(self.twins.proxy, probe_batch)
+        rows = [reference[:, 0], proxy[:, 0], proxy[:, 1]]  # per half: reference sums, proxy sums, token counts
+        if self.delta_difference == "central":
+            self._reflect_reference()  # w -> 2u - w: the val steps taken backwards
+            rows.append(self._probe_sums(self.twins.reference, probe_batch)[:, 0])
+            self._reflect_reference()  # and back (the next episode re-syncs w anyway)
         # One collective for both halves; every rank then holds the same global sums.
-        halves = all_reduce_sum(torch.stack(halves)).cpu()
-        ref_sums, prx_sums, counts = halves.sum(0).unbind(0)
-        half_deltas = self.gamma * (halves[:, 0] - halves[:, 1]) / halves[:, 2]
+        halves = all_reduce_sum(torch.stack(rows, 1)).cpu()  # (half, row, domain)
+        if self.delta_difference == "central":
+            differences = (halves[:, 0] - halves[:, 3]) / 2  # [L(w) - L(2u - w)] / 2: even orders cancel
+        else:
+            differences = halves[:, 0] - halves[:, 1]  # L(w) - L(u), the paper's
+        counts = halves[:, 2].sum(0)
+        half_deltas = self.gamma * differences / halves[:, 2]
         both = (halves[:, 2] > 0).all(0)
         self.last_half_deltas[:, both] = half_deltas[:, both] - half_deltas[:, both].mean(1, keepdim=True)
         seen = ~self.last_half_deltas.isnan().any(0)
         self.agreement = delta_agreement(self.last_half_deltas[0], self.last_half_deltas[1], present=seen)
-        return self._merge(self.gamma * (ref_sums - prx_sums) / counts, present=counts > 0, scale=scale)
+        return self._merge(self.gamma * differences.sum(0) / counts, present=counts > 0, scale=scale)
+
+    def _probe_sums(self, model, probe_batch) -> torch.Tensor:
+        """(half, [loss sums, token counts], domain) of ``model`` on the probe batch's two halves (alternate
+        rows: each domain's sequences split evenly), forwarded in pieces of ``probe_micro_batch`` rows."""
+        out = torch.zeros(2, 2, self.num_domains, dtype=torch.float64, device=probe_batch.tokens.device)
+        for half, rows in enumerate((slice(0, None, 2), slice(1, None, 2))):
+            for chunk in probe_batch.rows(rows).chunks(self.probe_micro_batch or probe_batch.tokens.shape[0]):
+                losses = self.forward(model, chunk, self.num_domains)
+                out[half] += torch.stack([losses.sums, losses.counts]).double()
+        return out
+
+    @torch.no_grad()
+    def _reflect_reference(self) -> None:
+        """w <- 2u - w in place (shard-local under FSDP2): the reference moved by the same steps the other way."""
+        for p_ref, p_prx in zip(self.twins.reference.parameters(), self.twins.proxy.parameters(), strict=True):
+            local_shard(p_ref).mul_(-1).add_(local_shard(p_prx), alpha=2)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "last_half_deltas": self.last_half_deltas.clone()}
@@ -203,5 +228,6 @@ class TandemEstimator(PerDomainSignalEstimator):
 
     def hyperparameters(self) -> dict:
         return {"gamma": self.gamma, "reference_step": self.reference_step,
-                "validation_weight": self.validation_weight}
+                "validation_weight": self.validation_weight,
+                "delta_difference": self.delta_difference}
 
