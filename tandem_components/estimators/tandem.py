@@ -22,6 +22,13 @@ both), per-domain loss sums and counts are all-reduced across ranks, and
     Δ_m = γ · (L^m(w) − L^m(u))
 
 A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
+With ``delta_difference: central`` ([project], METHOD.md "Δ as a central difference"; the SFT default)
+
+    Δ_m = γ · (L^m(w) − L^m(2u − w)) / 2
+
+the reference against its reflection through the proxy (the same steps taken backwards): the one-sided
+difference carries the steps' curvature ½ δᵀH_mδ, positive for every domain and largest where the model is
+most sensitive, and in SFT it outweighed the first-order term; the central one cancels every even order.
 Each measured Δ_m is multiplied by the ``mixture.delta_scale`` factor of its own K probing steps when it is
 measured. A domain absent from the probe batch (a bounded probe, ``mixture.probe_budget``, holds D of the M
 domains in turns) contributes ``mixture.carry_delta`` (base.py; default: neutral, no NaN reaches α). Δ's noise is measured at every update:
@@ -88,7 +95,6 @@ class TandemEstimator(PerDomainSignalEstimator):
         if delta_difference not in DELTA_DIFFERENCES:
             raise TandemError(f"mixture.delta_difference: expected one of {DELTA_DIFFERENCES}, got {delta_difference!r}")
         self.delta_difference = delta_difference
-
         # the validation batches' domains: the M training domains, then any target (val-only) domains
         self.num_val_domains = int(num_val_domains or num_domains)
         # The paired probe batch holds M x probe_seqs_per_domain sequences (7x a training batch in the
@@ -178,7 +184,8 @@ class TandemEstimator(PerDomainSignalEstimator):
     def delta(self, probe_batch, scale: float = 1.0) -> torch.Tensor:
         """Δ on the whole probe batch, times ``scale`` (``mixture.delta_scale``'s factor of these K probing
         steps); also measures its noise as the agreement of two halves (below; a cosine: no scale)."""
-        reference, proxy = self._probe_sums(self.twins.reference, probe_batch), self._probe_sums(self.twins.proxy, probe_batch)
+        reference = self._probe_sums(self.twins.reference, probe_batch)
+        proxy = self._probe_sums(self.twins.proxy, probe_batch)
         rows = [reference[:, 0], proxy[:, 0], proxy[:, 1]]  # per half: reference sums, proxy sums, token counts
         if self.delta_difference == "central":
             self._reflect_reference()  # w -> 2u - w: the val steps taken backwards
