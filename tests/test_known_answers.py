@@ -145,10 +145,15 @@ def test_doremi_sends_a_domain_of_random_characters_below_every_real_one(corpora
 
 
 @pytest.mark.slow
-def test_with_a_target_a_source_of_random_characters_ends_below_half_of_uniform(corpora, tmp_path, monkeypatch):
+@pytest.mark.parametrize("difference", ["forward", "central"])
+def test_with_a_target_a_source_of_random_characters_ends_below_half_of_uniform(difference, corpora, tmp_path,
+                                                                                monkeypatch):
     """Issue 26's known answer (TANDEM): random characters teach nothing about the target, so their source
     must end below 1 / (2M), which neither α_0 (uniform) nor a follower of ``target_weights`` (it names no
     source) gives. TANDEM ends at 0.087 of 4 sources; under the fixed probe order (``probe_order: fixed``,
-    two fixed pairs at M = 4) it ended at 0.146. DoGE, at the harness's settings, ends at 0.144: not posed."""
-    alpha = learn("tandem", corpora["target_noise"], tmp_path / "run", monkeypatch)
+    two fixed pairs at M = 4) it ended at 0.146. DoGE, at the harness's settings, ends at 0.144: not posed.
+    Both Δs: the paper's forward difference (the pretraining configs') and the central one (the SFT and
+    data-restricted configs')."""
+    alpha = learn("tandem", corpora["target_noise"], tmp_path / "run", monkeypatch,
+                  f"mixture.delta_difference={difference}")
     assert alpha["noise"] < 1 / (2 * len(alpha)), alpha
