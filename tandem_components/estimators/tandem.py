@@ -22,7 +22,8 @@ both), per-domain loss sums and counts are all-reduced across ranks, and
     Δ_m = γ · (L^m(w) − L^m(u))
 
 A domain whose loss drops more in w than in u (Δ_m < 0) helps the validation objective: α_m grows.
-With ``delta_difference: central`` ([project], METHOD.md "Δ as a central difference"; the SFT default)
+With ``delta_difference: central`` ([project], METHOD.md "Δ as a central difference"; the SFT and
+data-restricted default)
 
     Δ_m = γ · (L^m(w) − L^m(2u − w)) / 2
 
@@ -185,18 +186,17 @@ class TandemEstimator(PerDomainSignalEstimator):
         """Δ on the whole probe batch, times ``scale`` (``mixture.delta_scale``'s factor of these K probing
         steps); also measures its noise as the agreement of two halves (below; a cosine: no scale)."""
         reference = self._probe_sums(self.twins.reference, probe_batch)
-        proxy = self._probe_sums(self.twins.proxy, probe_batch)
-        rows = [reference[:, 0], proxy[:, 0], proxy[:, 1]]  # per half: reference sums, proxy sums, token counts
-        if self.delta_difference == "central":
-            self._reflect_reference()  # w -> 2u - w: the val steps taken backwards
-            rows.append(self._probe_sums(self.twins.reference, probe_batch)[:, 0])
-            self._reflect_reference()  # and back (the next episode re-syncs w anyway)
-        # One collective for both halves; every rank then holds the same global sums.
-        halves = all_reduce_sum(torch.stack(rows, 1)).cpu()  # (half, row, domain)
-        if self.delta_difference == "central":
-            differences = (halves[:, 0] - halves[:, 3]) / 2  # [L(w) - L(2u - w)] / 2: even orders cancel
+        if self.delta_difference == "central":  # L(u) is not needed: the reflection 2u - w takes its place
+            self.twins.reflect_reference()  # w -> 2u - w: the val steps taken backwards
+            other = self._probe_sums(self.twins.reference, probe_batch)
+            self.twins.reflect_reference()  # and back (the next episode re-syncs w anyway)
         else:
-            differences = halves[:, 0] - halves[:, 1]  # L(w) - L(u), the paper's
+            other = self._probe_sums(self.twins.proxy, probe_batch)
+        # One collective for both halves; every rank then holds the same global sums. (half, row, domain):
+        halves = all_reduce_sum(torch.stack([reference[:, 0], other[:, 0], reference[:, 1]], 1)).cpu()
+        differences = halves[:, 0] - halves[:, 1]  # L(w) - L(u), the paper's, or L(w) - L(2u - w) ...
+        if self.delta_difference == "central":
+            differences = differences / 2  # ... halved: [L(w) - L(2u - w)] / 2, even orders cancel
         counts = halves[:, 2].sum(0)
         half_deltas = self.gamma * differences / halves[:, 2]
         both = (halves[:, 2] > 0).all(0)
@@ -214,12 +214,6 @@ class TandemEstimator(PerDomainSignalEstimator):
                 losses = self.forward(model, chunk, self.num_domains)
                 out[half] += torch.stack([losses.sums, losses.counts]).double()
         return out
-
-    @torch.no_grad()
-    def _reflect_reference(self) -> None:
-        """w <- 2u - w in place (shard-local under FSDP2): the reference moved by the same steps the other way."""
-        for p_ref, p_prx in zip(self.twins.reference.parameters(), self.twins.proxy.parameters(), strict=True):
-            local_shard(p_ref).mul_(-1).add_(local_shard(p_prx), alpha=2)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "last_half_deltas": self.last_half_deltas.clone()}

@@ -64,6 +64,13 @@ class TwinModels:
                     dst[key] = copy.deepcopy(value)
 
     @torch.no_grad()
+    def reflect_reference(self) -> None:
+        """w <- 2u - w in place (shard-local under FSDP2): the reference moved by the same steps the other way
+        (TANDEM's central Δ); applied twice it gives w back, up to rounding."""
+        for p_ref, p_prx in zip(self.reference.parameters(), self.proxy.parameters(), strict=True):
+            local_shard(p_ref).mul_(-1).add_(local_shard(p_prx), alpha=2)
+
+    @torch.no_grad()
     def parameter_distance(self) -> float:
         """||w - u||_2 over the full parameters: 0 right after sync; logged to show drift (paper Fig. 7).
 
