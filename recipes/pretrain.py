@@ -232,20 +232,23 @@ class PretrainRecipe:
 
         gamma = float(cfg.mixture.get("gamma", 1.0))
         carry = cfg.mixture.get("carry_delta", "neutral")  # what a domain absent from Δ's probe contributes
+        fit_decay = self.fit_decay_per_update()
         if self.learner == "tandem":
             self.estimator = TandemEstimator(
                 self.twins, m, gamma=gamma, max_grad_norm=self.clip_grad_norm, forward=self.forward,
                 probe_micro_batch=self.batch_size, reference_step=cfg.mixture.get("reference_step", "split"),
                 validation_weight=float(cfg.mixture.get("validation_weight", 1.0)), carry=carry,
-                num_val_domains=len(self.eval_domains),
+                num_val_domains=len(self.eval_domains), fit_decay=fit_decay,
                 delta_difference=cfg.mixture.get("delta_difference", "forward"),
             )
         elif self.learner == "doremi":
             self.estimator = DoReMiEstimator(self.model, self._doremi_reference(), m,
-                                             reference_path=str(self.doremi_reference_path), carry=carry)
+                                             reference_path=str(self.doremi_reference_path), carry=carry,
+                                             fit_decay=fit_decay)
         elif self.learner == "doge":
             self.estimator = DoGEEstimator(self.model, m, val_batches=lambda: next(self.val_iter).to(self.device),
-                                           forward=self.forward, carry=carry, num_val_domains=len(self.eval_domains))
+                                           forward=self.forward, carry=carry, num_val_domains=len(self.eval_domains),
+                                           fit_decay=fit_decay)
         else:
             self.estimator = FixedEstimator(m)
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -321,6 +324,13 @@ class PretrainRecipe:
     def probe_order(self) -> str:
         """``mixture.probe_order``: how a bounded probe walks the domains (``data.loader.ProbeSchedule``)."""
         return str(self.cfg.mixture.get("probe_order", "reshuffled"))
+
+    def fit_decay_per_update(self) -> float:
+        """``mixture.fit_decay`` (``carry_delta: fitted``) is a decay per *pass* over the domains, so that the
+        fit remembers as many measurements of each domain whatever M and the probe's D: per update it is
+        fit_decay ** (D / M) (fit_decay itself with the full probe)."""
+        decay = float(self.cfg.mixture.get("fit_decay", 0.9))
+        return decay ** (self.domains_per_probe() / len(self.domains)) if 0 < decay < 1 else decay
 
     def domains_per_probe(self) -> int:
         """D: the domains Δ's probe holds per update (all M, or those ``mixture.probe_budget`` holds, in turns)."""
@@ -428,6 +438,9 @@ class PretrainRecipe:
             "twin_distance": distance, "delta_scale": scale,  # and Δ's noise (NaN, not measurable: null)
             "repetition": dict(zip(self.domains, self.mixture.last_price.tolist())),  # mixture.repetition_price
             "measured": [d for d, p in zip(self.domains, getattr(self.estimator, "present", [])) if p],
+            **({"measured_delta": {d: float(v) for d, v, p in zip(self.domains, self.estimator.last_delta.tolist(),
+                                                                   self.estimator.present) if p}}
+               if getattr(self.estimator, "carry", None) == "fitted" else {}),  # what the fit was given
             **{k: None if math.isnan(v) else v for k, v in self.estimator.diagnostics().items()},
         }
         if is_main_process():
@@ -559,6 +572,7 @@ class PretrainRecipe:
             "average_tail": self.mixture.average_tail, "epoch_cap": cfg.mixture.get("epoch_cap"),
             "repetition_price": self.mixture.repetition_price,
             "carry_delta": getattr(self.estimator, "carry", None),
+            **({"fit_decay": self.cfg.mixture.get("fit_decay", 0.9)} if getattr(self.estimator, "carry", None) == "fitted" else {}),
             "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),

@@ -149,6 +149,7 @@ SCHEMA: dict[str, Any] = {
         "momentum": Key(NUMBER, minimum=0),  # β of the average of Δ that α steps with (0: the last Δ), < 1
         # what a domain absent from a bounded probe contributes: neutral (each measurement moves α once) | last
         "carry_delta": Key(str, choices=CARRY_MODES),
+        "fit_decay": Key(NUMBER, minimum=0),  # carry_delta: fitted: the fit's decay per pass over the domains, < 1
         # the fraction of the run, back from its end, the exported average covers (1: all of it), <= 1
         "average_tail": Key(NUMBER, above=0),
         # UniMax's cap on a learner's α: at most C epochs of any domain's train tokens (its budget) [project]
@@ -467,6 +468,8 @@ def _check_relations(raw: dict[str, Any], world_size: int) -> None:
                           f"mixture.probe_seqs_per_domain={per_domain}; use at least {per_domain}")
     if mix.get("smoothing", 0) >= 1:
         raise TandemError(f"mixture.smoothing: expected 0 <= smoothing < 1, got {mix['smoothing']!r}")
+    if mix.get("fit_decay", 0) >= 1:
+        raise TandemError(f"mixture.fit_decay: expected 0 <= fit_decay < 1, got {mix['fit_decay']!r}")
     if mix.get("momentum", 0) >= 1:
         raise TandemError(f"mixture.momentum: expected 0 <= momentum < 1, got {mix['momentum']!r}")
     if mix.get("average_tail", 1) > 1:

@@ -113,6 +113,7 @@ BAD_CONFIGS = [
     ("smoothing >= 1", _set("mixture.smoothing", 1.0), "mixture.smoothing"),
     ("momentum >= 1", _set("mixture.momentum", 1.0), "mixture.momentum"),
     ("unknown carry mode", _set("mixture.carry_delta", "decay"), "mixture.carry_delta"),
+    ("fit decay >= 1", _set("mixture.fit_decay", 1.0), "mixture.fit_decay"),
     ("average tail above 1", _set("mixture.average_tail", 1.5), "mixture.average_tail"),
     ("average tail of 0", _set("mixture.average_tail", 0), "mixture.average_tail"),
     ("epoch cap of 0", _set("mixture.epoch_cap", 0), "mixture.epoch_cap"),

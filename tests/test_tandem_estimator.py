@@ -86,6 +86,47 @@ def test_delta_is_scaled_when_it_is_measured_and_a_carried_entry_keeps_its_facto
     assert neutral.last_delta.tolist() == pytest.approx([-0.2, -0.6, -0.5])
 
 
+def test_fitted_carry_recovers_each_domains_delta_from_probes_of_two_whatever_their_shared_level():
+    """carry_delta: fitted. Probes of two domains at a time, each update's Δ shifted by a level of its own
+    (b_t, as large as the differences): the fit returns every domain's Δ, centred, exactly, once the probes
+    link them, at updates where a domain is not measured too. A domain not linked yet gets 0; with neutral the
+    same measurements move only the two probed domains, by their difference."""
+    est = TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=4, carry="fitted", fit_decay=0.5)
+    theta = torch.tensor([0.0, 0.1, 0.2, 0.6], dtype=torch.float64)
+    centred = (theta - theta[:3].mean()).tolist()
+    pairs, levels = [(0, 1), (1, 2), (0, 2), (2, 0)], [0.3, -0.2, 0.05, -0.4]
+    for t, ((a, b), level) in enumerate(zip(pairs, levels)):
+        present = torch.zeros(4, dtype=torch.bool)
+        present[[a, b]] = True
+        delta = est._merge(theta + level, present=present)
+        if t == 0:
+            assert delta.tolist() == pytest.approx([-0.05, 0.05, 0.0, 0.0])
+    assert delta.tolist()[:3] == pytest.approx(centred[:3]) and delta[3] == 0.0  # domain 3 never measured
+    present = torch.tensor([False, False, True, True])
+    delta = est._merge(theta - 1.0, present=present)  # domain 3 joins, against 2 only
+    assert delta.tolist() == pytest.approx((theta - theta.mean()).tolist())
+    restored = TandemEstimator(est.twins, num_domains=4, carry="fitted", fit_decay=0.5)
+    restored.load_state_dict(est.state_dict())
+    assert torch.equal(restored.fit_matrix, est.fit_matrix) and torch.equal(restored.fit_vector, est.fit_vector)
+
+
+def test_fitted_carry_with_the_full_probe_is_the_decayed_average_of_the_centred_delta():
+    """Every domain probed at every update: the fit is sum_t decay^(T-t) (Δ_t - mean Δ_t) / sum_t decay^(T-t)
+    (hand-computed): the exponential average a momentum would take, normalised from the first update."""
+    est = TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=3, carry="fitted", fit_decay=0.8)
+    deltas = [torch.tensor(d, dtype=torch.float64) for d in ([0.3, 0.0, -0.3], [-0.1, 0.2, 0.5], [1.0, 1.1, 0.9])]
+    for d in deltas:
+        out = est._merge(d, present=torch.ones(3, dtype=torch.bool))
+    weights = [0.8**2, 0.8, 1.0]
+    expected = sum(w * (d - d.mean()) for w, d in zip(weights, deltas)) / sum(weights)
+    assert out.tolist() == pytest.approx(expected.tolist())
+
+
+def test_a_fit_decay_outside_0_1_is_refused():
+    with pytest.raises(TandemError, match="mixture.fit_decay"):
+        TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=2, carry="fitted", fit_decay=1.0)
+
+
 def test_a_carry_mode_that_does_not_exist_is_refused():
     with pytest.raises(TandemError, match="mixture.carry_delta"):
         TandemEstimator(build_twins(tiny_decoder, adamw(), adamw()), num_domains=2, carry="decay")

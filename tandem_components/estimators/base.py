@@ -65,7 +65,7 @@ class HypergradientEstimator(ABC):
 
 
 #: mixture.carry_delta: what a domain absent from Δ's probe (a bounded probe holds D of M in turns) contributes
-CARRY_MODES = ("neutral", "last")
+CARRY_MODES = ("neutral", "last", "fitted")
 
 
 class PerDomainSignalEstimator(HypergradientEstimator):
@@ -84,17 +84,35 @@ class PerDomainSignalEstimator(HypergradientEstimator):
       next turn.
     - ``last``: its last measured (scaled) Δ, re-applied at every update until its next turn (up to
       ceil(M / D) times for one measurement; the behaviour before issue 25).
+    - ``fitted``: every domain, measured now or not, gets its value in a least-squares fit of all the
+      measurements so far, Δ_m(t) = θ_m + b_t + noise (b_t: the level shared by the domains probed at update
+      t, which the α step ignores), each past update's equations down-weighted by ``fit_decay`` per update.
+      The Δ returned is θ̂, centred (per connected group of domains compared so far; 0 for a domain never
+      measured). Why: under ``neutral`` a bounded probe moves a domain only against the partners it drew, so
+      its α carries the luck of the draw (a copy of the target's text paired with junk rises, one paired with
+      another copy barely moves), and Δ's pull reaches each domain (D - 1) / (M - 1) as often as with the
+      full probe while ``mixture.repetition_price`` acts at every update. The fit compares every pair,
+      directly or through chains of probes, and moves every domain at every update; with the full probe
+      it is the exponential average of the centred Δ (``mixture.momentum`` then belongs at 0: the fit is
+      the average). docs/METHOD.md "Δ's probe at many domains".
 
-    A domain never measured yet takes the mean Δ of the domains measured now in both modes (a 0 there would
-    favour every domain probed first, Δ being mostly negative). The last measured Δ is the state a resumed
-    run needs.
+    A domain never measured yet takes the mean Δ of the domains measured now in ``neutral`` and ``last`` (a
+    0 there would favour every domain probed first, Δ being mostly negative). The last measured Δ (and the
+    fit's normal equations) are the state a resumed run needs.
     """
 
-    def __init__(self, num_domains: int, carry: str = "neutral"):
+    def __init__(self, num_domains: int, carry: str = "neutral", fit_decay: float = 0.9):
         if carry not in CARRY_MODES:
             raise TandemError(f"mixture.carry_delta: expected one of {CARRY_MODES}, got {carry!r}")
+        if not 0.0 <= float(fit_decay) < 1.0:
+            raise TandemError(f"mixture.fit_decay: expected 0 <= fit_decay < 1, got {fit_decay!r}")
         self.num_domains = num_domains
         self.carry = carry
+        self.fit_decay = float(fit_decay)
+        # the fit's normal equations, sum_t decay^(T-t) P_t theta = sum_t decay^(T-t) P_t Δ(t), P_t the centring
+        # projection on the domains of probe t (carry_delta: fitted)
+        self.fit_matrix = torch.zeros(num_domains, num_domains, dtype=torch.float64)
+        self.fit_vector = torch.zeros(num_domains, dtype=torch.float64)
         self.last_delta = torch.zeros(num_domains, dtype=torch.float64)
         self.measured = torch.zeros(num_domains, dtype=torch.bool)  # has a Δ of its own been measured yet
         self.present = torch.zeros(num_domains, dtype=torch.bool)  # measured at the last update
@@ -104,6 +122,10 @@ class PerDomainSignalEstimator(HypergradientEstimator):
         measured_now = values[present].to(torch.float64) * float(scale)
         self.last_delta[present] = measured_now
         fill = measured_now.mean() if measured_now.numel() else torch.tensor(0.0, dtype=torch.float64)
+        if self.carry == "fitted":
+            self.measured |= present
+            self.present = present.clone()
+            return self._fit(measured_now, present)
         if self.carry == "neutral":
             delta = torch.full_like(self.last_delta, float(fill))
         else:
@@ -114,8 +136,22 @@ class PerDomainSignalEstimator(HypergradientEstimator):
         self.present = present.clone()
         return delta
 
+    def _fit(self, measured_now: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """θ̂ of ``carry_delta: fitted``: add this probe's centred equations, decay the old ones, solve."""
+        ids = present.nonzero().flatten()
+        centring = torch.zeros(self.num_domains, self.num_domains, dtype=torch.float64)
+        if len(ids):
+            centring[ids[:, None], ids] = torch.eye(len(ids), dtype=torch.float64) - 1.0 / len(ids)
+        values = torch.zeros(self.num_domains, dtype=torch.float64)
+        values[present] = measured_now
+        self.fit_matrix = self.fit_decay * self.fit_matrix + centring
+        self.fit_vector = self.fit_decay * self.fit_vector + centring @ values
+        # the minimum-norm solution: centred over each group of domains the probes have linked, 0 elsewhere
+        return torch.linalg.pinv(self.fit_matrix, hermitian=True, rtol=1e-10) @ self.fit_vector
+
     def state_dict(self) -> dict[str, Any]:
-        return {"last_delta": self.last_delta.clone(), "measured": self.measured.clone()}
+        return {"last_delta": self.last_delta.clone(), "measured": self.measured.clone(),
+                "fit_matrix": self.fit_matrix.clone(), "fit_vector": self.fit_vector.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "last_delta" not in state:
@@ -129,3 +165,8 @@ class PerDomainSignalEstimator(HypergradientEstimator):
         # a state from before bounded probes: every probe held every domain, so each was measured
         self.measured = torch.as_tensor(state.get("measured", torch.ones(self.num_domains, dtype=torch.bool)),
                                         dtype=torch.bool).clone()
+        # a state from before carry_delta: fitted: the fit starts from the next measurement
+        self.fit_matrix = torch.as_tensor(state.get("fit_matrix", torch.zeros(self.num_domains, self.num_domains)),
+                                          dtype=torch.float64).clone()
+        self.fit_vector = torch.as_tensor(state.get("fit_vector", torch.zeros(self.num_domains)),
+                                          dtype=torch.float64).clone()

@@ -90,12 +90,13 @@ class DoGEEstimator(PerDomainSignalEstimator):
         forward: Callable[..., DomainLosses] = model_domain_losses,
         carry: str = "neutral",
         num_val_domains: int | None = None,
+        fit_decay: float = 0.9,
     ):
         if not callable(val_batches):
             kind = type(val_batches).__name__
             raise TandemError(f"doge: val_batches must be a callable returning a batch, got {kind}")
         self.proxy = proxy
-        super().__init__(int(num_domains), carry=carry)
+        super().__init__(int(num_domains), carry=carry, fit_decay=fit_decay)
         self.val_batches = val_batches
         self.num_val_domains = int(num_val_domains or num_domains)  # training domains, then any targets
         self.forward = forward

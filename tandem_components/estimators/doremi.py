@@ -109,6 +109,7 @@ class DoReMiEstimator(PerDomainSignalEstimator):
         token_losses: Callable[[nn.Module, Any], torch.Tensor] = model_token_losses,
         reference_path: str | None = None,
         carry: str = "neutral",
+        fit_decay: float = 0.9,
     ):
         if proxy is reference:
             raise TandemError("doremi: the reference must be a separate model from the proxy (got the same object)")
@@ -117,7 +118,7 @@ class DoReMiEstimator(PerDomainSignalEstimator):
             raise TandemError("doremi: the reference shares parameters with the proxy; it must be a separate copy")
         self.proxy = proxy
         self.reference = freeze(reference)
-        super().__init__(int(num_domains), carry=carry)
+        super().__init__(int(num_domains), carry=carry, fit_decay=fit_decay)
         self.token_losses = token_losses
         self.reference_path = None if reference_path is None else str(reference_path)
 

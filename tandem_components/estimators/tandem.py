@@ -91,8 +91,9 @@ class TandemEstimator(PerDomainSignalEstimator):
         carry: str = "neutral",
         num_val_domains: int | None = None,
         delta_difference: str = "forward",
+        fit_decay: float = 0.9,
     ):
-        super().__init__(num_domains, carry=carry)
+        super().__init__(num_domains, carry=carry, fit_decay=fit_decay)
         if delta_difference not in DELTA_DIFFERENCES:
             raise TandemError(f"mixture.delta_difference: expected one of {DELTA_DIFFERENCES}, got {delta_difference!r}")
         self.delta_difference = delta_difference
