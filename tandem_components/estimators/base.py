@@ -121,19 +121,17 @@ class PerDomainSignalEstimator(HypergradientEstimator):
         """The Δ of this update: ``scale * values`` where ``present``, ``carry`` elsewhere."""
         measured_now = values[present].to(torch.float64) * float(scale)
         self.last_delta[present] = measured_now
-        fill = measured_now.mean() if measured_now.numel() else torch.tensor(0.0, dtype=torch.float64)
+        self.measured |= present
+        self.present = present.clone()
         if self.carry == "fitted":
-            self.measured |= present
-            self.present = present.clone()
             return self._fit(measured_now, present)
+        fill = measured_now.mean() if measured_now.numel() else torch.tensor(0.0, dtype=torch.float64)
         if self.carry == "neutral":
             delta = torch.full_like(self.last_delta, float(fill))
         else:
             delta = self.last_delta.clone()
             delta[~self.measured & ~present] = fill
         delta[present] = measured_now
-        self.measured |= present
-        self.present = present.clone()
         return delta
 
     def _fit(self, measured_now: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
