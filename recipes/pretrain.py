@@ -52,6 +52,7 @@ from tandem_components.distributed import (
 )
 from tandem_components.errors import TandemError, exit_on_user_error
 from tandem_components.estimators import DoGEEstimator, DoReMiEstimator, FixedEstimator, TandemEstimator
+from tandem_components.estimators.base import DEFAULT_FIT_DECAY
 from tandem_components.estimators.doremi import freeze
 from tandem_components.mixture import (
     MixtureState, convergence, corpus_similarity_weights, epoch_cap_bounds, epochs_per_weight,
@@ -325,12 +326,14 @@ class PretrainRecipe:
         """``mixture.probe_order``: how a bounded probe walks the domains (``data.loader.ProbeSchedule``)."""
         return str(self.cfg.mixture.get("probe_order", "reshuffled"))
 
+    def fit_decay(self) -> float:
+        """``mixture.fit_decay`` (``carry_delta: fitted``): a decay per *pass* over the domains, so that the fit
+        remembers as many measurements of each domain whatever M and the probe's D."""
+        return float(self.cfg.mixture.get("fit_decay", DEFAULT_FIT_DECAY))
+
     def fit_decay_per_update(self) -> float:
-        """``mixture.fit_decay`` (``carry_delta: fitted``) is a decay per *pass* over the domains, so that the
-        fit remembers as many measurements of each domain whatever M and the probe's D: per update it is
-        fit_decay ** (D / M) (fit_decay itself with the full probe)."""
-        decay = float(self.cfg.mixture.get("fit_decay", 0.9))
-        return decay ** (self.domains_per_probe() / len(self.domains)) if 0 < decay < 1 else decay
+        """``fit_decay`` per update: fit_decay ** (D / M) (fit_decay itself with the full probe)."""
+        return self.fit_decay() ** (self.domains_per_probe() / len(self.domains))
 
     def domains_per_probe(self) -> int:
         """D: the domains Δ's probe holds per update (all M, or those ``mixture.probe_budget`` holds, in turns)."""
@@ -572,7 +575,7 @@ class PretrainRecipe:
             "average_tail": self.mixture.average_tail, "epoch_cap": cfg.mixture.get("epoch_cap"),
             "repetition_price": self.mixture.repetition_price,
             "carry_delta": getattr(self.estimator, "carry", None),
-            **({"fit_decay": self.cfg.mixture.get("fit_decay", 0.9)} if getattr(self.estimator, "carry", None) == "fitted" else {}),
+            **({"fit_decay": self.fit_decay()} if getattr(self.estimator, "carry", None) == "fitted" else {}),
             "probe_seqs_per_domain": self.probe_seqs_per_domain, "probe_budget": self.probe_budget,
             **({"domains_per_probe": self.probe_sampler.schedule.domains_per_probe,
                 "probe_bound_updates": self.probe_sampler.schedule.bound} if self.probe_sampler else {}),

@@ -66,6 +66,8 @@ class HypergradientEstimator(ABC):
 
 #: mixture.carry_delta: what a domain absent from Δ's probe (a bounded probe holds D of M in turns) contributes
 CARRY_MODES = ("neutral", "last", "fitted")
+#: mixture.fit_decay (carry_delta: fitted): the fit's weight on a measurement one pass over the domains older
+DEFAULT_FIT_DECAY = 0.9
 
 
 class PerDomainSignalEstimator(HypergradientEstimator):
@@ -101,7 +103,7 @@ class PerDomainSignalEstimator(HypergradientEstimator):
     fit's normal equations) are the state a resumed run needs.
     """
 
-    def __init__(self, num_domains: int, carry: str = "neutral", fit_decay: float = 0.9):
+    def __init__(self, num_domains: int, carry: str = "neutral", fit_decay: float = DEFAULT_FIT_DECAY):
         if carry not in CARRY_MODES:
             raise TandemError(f"mixture.carry_delta: expected one of {CARRY_MODES}, got {carry!r}")
         if not 0.0 <= float(fit_decay) < 1.0:

@@ -62,7 +62,7 @@ from torch import nn
 
 from tandem_components.distributed.collectives import all_reduce_sum, local_shard, rank_and_world_size
 from tandem_components.errors import TandemError
-from tandem_components.estimators.base import PerDomainSignalEstimator
+from tandem_components.estimators.base import DEFAULT_FIT_DECAY, PerDomainSignalEstimator
 from tandem_components.training.domain_loss import IGNORE_INDEX, DomainLosses, model_domain_losses
 
 
@@ -90,7 +90,7 @@ class DoGEEstimator(PerDomainSignalEstimator):
         forward: Callable[..., DomainLosses] = model_domain_losses,
         carry: str = "neutral",
         num_val_domains: int | None = None,
-        fit_decay: float = 0.9,
+        fit_decay: float = DEFAULT_FIT_DECAY,
     ):
         if not callable(val_batches):
             kind = type(val_batches).__name__

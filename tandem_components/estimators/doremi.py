@@ -60,7 +60,7 @@ from torch import nn
 
 from tandem_components.distributed.collectives import all_reduce_sum
 from tandem_components.errors import TandemError
-from tandem_components.estimators.base import PerDomainSignalEstimator
+from tandem_components.estimators.base import DEFAULT_FIT_DECAY, PerDomainSignalEstimator
 from tandem_components.training.domain_loss import IGNORE_INDEX, per_token_loss
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class DoReMiEstimator(PerDomainSignalEstimator):
         token_losses: Callable[[nn.Module, Any], torch.Tensor] = model_token_losses,
         reference_path: str | None = None,
         carry: str = "neutral",
-        fit_decay: float = 0.9,
+        fit_decay: float = DEFAULT_FIT_DECAY,
     ):
         if proxy is reference:
             raise TandemError("doremi: the reference must be a separate model from the proxy (got the same object)")

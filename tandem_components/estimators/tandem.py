@@ -48,7 +48,7 @@ import torch
 
 from tandem_components.distributed.collectives import all_reduce_sum, local_shard
 from tandem_components.errors import TandemError
-from tandem_components.estimators.base import PerDomainSignalEstimator
+from tandem_components.estimators.base import DEFAULT_FIT_DECAY, PerDomainSignalEstimator
 from tandem_components.training.domain_loss import DomainLosses, model_domain_losses
 from tandem_components.training.twins import TwinModels
 
@@ -91,7 +91,7 @@ class TandemEstimator(PerDomainSignalEstimator):
         carry: str = "neutral",
         num_val_domains: int | None = None,
         delta_difference: str = "forward",
-        fit_decay: float = 0.9,
+        fit_decay: float = DEFAULT_FIT_DECAY,
     ):
         super().__init__(num_domains, carry=carry, fit_decay=fit_decay)
         if delta_difference not in DELTA_DIFFERENCES:
