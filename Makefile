@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tandem-installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run prepare device-wheels compare compare-second compare-third compare-target compare-quality sft-base compare-sft compare-sft-target test bench clean
+.PHONY: setup run prepare device-wheels compare compare-second compare-third compare-target compare-quality compare-quality-second sft-base compare-sft compare-sft-target test bench clean
 
 setup: $(STAMP)
 
@@ -162,6 +162,19 @@ compare-quality: $(STAMP)
 		tokenizer.train.vocab_size=2048 output_dir=$(QUALITY_SHARDS)
 	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_quality.yaml \
 		'common_overrides=[data.shards=$(QUALITY_SHARDS),model.vocab_size=2048]'
+
+# The same on the second corpus, by the same rule (a prose domain graded, the three smallest other domains kept):
+# perl_docs graded, man_pages, fortunes and policy clean and into junk; perl_docs' clean val the target.
+QUALITY_SECOND := build/quality_second
+QUALITY_SECOND_SHARDS := data/shards/quality_second_bpe2k
+compare-quality-second: $(STAMP)
+	test -f build/second_corpus/policy/val.jsonl.gz || $(PY) tools/build_second_corpus.py
+	test -f $(QUALITY_SECOND).yaml || $(PY) tools/build_quality_corpus.py --config benchmarks/configs/data_second_corpus.yaml \
+		--domain perl_docs --sources man_pages fortunes policy --out $(QUALITY_SECOND) --output-dir $(QUALITY_SECOND_SHARDS)
+	test -f $(QUALITY_SECOND_SHARDS)/index.json || $(TUNE) run recipes/prepare_data.py --config $(QUALITY_SECOND).yaml \
+		tokenizer.train.vocab_size=2048 output_dir=$(QUALITY_SECOND_SHARDS)
+	$(PY) benchmarks/compare_mixtures.py --config benchmarks/configs/compare_quality.yaml --out outputs/compare_quality_second \
+		'common_overrides=[data.shards=$(QUALITY_SECOND_SHARDS),model.vocab_size=2048]'
 
 test: $(STAMP)
 	$(PY) -m pytest -q
