@@ -3,7 +3,8 @@
     python tools/build_quality_corpus.py --config configs/data/embedded.yaml --domain books \\
         --sources dialogue legal math --out build/quality_embedded
     tune run recipes/prepare_data.py --config build/quality_embedded.yaml
-    python tools/build_quality_corpus.py --config benchmarks/configs/data_second_corpus.yaml --domain perl_docs
+    python tools/build_quality_corpus.py --config benchmarks/configs/data_second_corpus.yaml --domain perl_docs \\
+        --sources man_pages fortunes policy --out build/quality_second     # make compare-quality-second
 
 Why: every other corpus of the project differs between sources in *content*; real mixtures also differ
 in *quality* (the same kind of text, cleanly extracted or mangled). A learner that reads a clean target
