@@ -116,6 +116,20 @@ def test_graded_copies_are_disjoint_equal_slices_with_exactly_their_damaged_frac
     assert max(sizes) - min(sizes) <= max(map(len, pieces))  # dealt by length: equal in characters too
 
 
+def test_same_copies_damage_one_slice_so_a_worse_copy_holds_no_clean_text_the_clean_copy_lacks(corpus):
+    tmp_path, docs = corpus
+    assert _build(tmp_path, "--copies", "same") == 0
+    pieces = [p for d in docs["prose"]["train"] for p in TOOL["pieces"](d, PIECE)]
+    n = len(pieces) // 4
+    first = _read(tmp_path / "q" / TOOL["copy_name"]("prose", 0.0) / "train.jsonl.gz")
+    assert first == TOOL["graded_slices"](pieces, 4, "slices|prose")[0]  # the disjoint build's first slice
+    for f in FRACTIONS:
+        train = _read(tmp_path / "q" / TOOL["copy_name"]("prose", f) / "train.jsonl.gz")
+        clean = [a == b for a, b in zip(train, first)]
+        assert len(train) == n and sum(not c for c in clean) == int(n * f + 0.5)  # the same documents, in order
+    assert json.loads((tmp_path / "q" / "manifest.json").read_text())["built_with"]["copies"] == "same"
+
+
 def test_the_target_is_the_clean_val_and_test_and_junk_is_moved_out_of_the_sources(corpus):
     tmp_path, docs = corpus
     assert _build(tmp_path) == 0
@@ -188,7 +202,8 @@ def test_ocr_noise_hits_about_its_rate_of_characters_and_never_whitespace():
 @pytest.mark.parametrize("args, flag", [(["--domain", "poetry"], "--domain"),
                                         (["--fractions", "0", "1.5"], "--fractions"),
                                         (["--junk-share", "1"], "--junk-share"),
-                                        (["--sources", "prose"], "--sources")])
+                                        (["--sources", "prose"], "--sources"),
+                                        (["--copies", "mirrored"], "--copies")])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(corpus, capsys, args, flag):
     tmp_path, _ = corpus
     base = ["--config", str(tmp_path / "data.yaml"), "--domain", "prose", "--out", str(tmp_path / "q")]

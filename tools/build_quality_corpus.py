@@ -14,7 +14,10 @@ size-proportional mixture would favour. Output, from the data config's domain fi
 
   D_q0, D_q25, D_q50, D_q75   (``--domain`` D, ``--fractions``) graded copies: DISJOINT slices of D's
       train documents of equal size (the same number of documents), in which 0%, 25%, 50%, 75% of the
-      documents are damaged, so that the copies differ in quality alone. D's train documents are first cut
+      documents are damaged, so that the copies differ in quality alone. With ``--copies same`` every copy
+      is the SAME slice (the first), damaged at its fraction: a worse copy then holds no clean text that the
+      clean copy lacks (a mirror of the same pages, less well extracted), where a disjoint copy's clean part
+      is text of the target's kind found nowhere else (benchmarks/RESULTS.md 11f, 11j). D's train documents are first cut
       into pieces of about ``--piece-chars`` characters at paragraph breaks, and the damaged ones are spread
       evenly through each file (in any prefix of m documents, floor(m k / n) are damaged): the
       data-restricted recipe trains on the first tokens of each source only, which must carry the
@@ -298,12 +301,17 @@ def _check(config: dict, domain: str, sources: list[str] | None, fractions: list
     return specs, sources
 
 
+COPIES = ("disjoint", "same")
+
+
 def build_corpus(config: dict, domain: str, sources: list[str] | None = None,
                  fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75), junk_share: float = 0.5,
-                 junk_fraction: float = 1.0, piece_chars: int = 1000) -> dict[str, dict]:
+                 junk_fraction: float = 1.0, piece_chars: int = 1000, copies: str = "disjoint") -> dict[str, dict]:
     """The corpus in memory: {name: {"role", "splits": {split: [text]}, "damaged": {split: [kinds]}}},
     in the order of the generated config (copies, clean sources, junk, target)."""
     specs, sources = _check(config, domain, sources, list(fractions), junk_share, junk_fraction)
+    if copies not in COPIES:
+        raise TandemError(f"--copies: expected one of {list(COPIES)}, got {copies!r}")
     default_field, cache_dir = config.get("text_field", "text"), config.get("cache_dir")
 
     def read(name: str, split: str) -> list[str]:
@@ -321,7 +329,8 @@ def build_corpus(config: dict, domain: str, sources: list[str] | None = None,
     val = read(domain, "val")
     if len(train) < len(fractions):
         raise TandemError(f"--domain {domain}: {len(train)} train documents for {len(fractions)} graded copies")
-    for fraction, part in zip(fractions, graded_slices(train, len(fractions), f"slices|{domain}")):
+    slices = graded_slices(train, len(fractions), f"slices|{domain}")
+    for fraction, part in zip(fractions, slices if copies == "disjoint" else [slices[0]] * len(fractions)):
         name = copy_name(domain, fraction)
         (tr, tr_kinds), (va, va_kinds) = (damage_evenly(docs, fraction, name) for docs in (part, val))
         add(name, f"graded copy of {domain}, {fraction:.0%} of documents damaged", {"train": tr, "val": va},
@@ -397,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--junk-fraction", type=float, default=1.0, help="share of junk documents damaged")
     parser.add_argument("--piece-chars", type=int, default=1000,
                         help="the domain's documents cut to about this size (0: kept whole)")
+    parser.add_argument("--copies", default="disjoint",
+                        help="disjoint: each copy its own slice of the domain | same: every copy the same slice")
     parser.add_argument("--out", help="corpus folder (default build/quality_<config name>)")
     parser.add_argument("--config-out", help="the generated prepare_data config (default <out>.yaml)")
     parser.add_argument("--output-dir", help="its output_dir, the shards (default data/shards/<out's name>)")
@@ -407,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.config, encoding="utf-8") as f:
             config = yaml.safe_load(f)
         corpus = build_corpus(config, args.domain, args.sources, tuple(args.fractions), args.junk_share,
-                              args.junk_fraction, args.piece_chars)
+                              args.junk_fraction, args.piece_chars, args.copies)
         info = {k: v for k, v in vars(args).items() if k not in ("out", "config_out", "output_dir")}
         write_corpus(corpus, out, info)
         text = yaml.safe_dump(quality_config(config, corpus, out, args.output_dir or f"data/shards/{Path(out).name}"),
