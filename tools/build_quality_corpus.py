@@ -17,11 +17,11 @@ size-proportional mixture would favour. Output, from the data config's domain fi
       documents are damaged, so that the copies differ in quality alone. With ``--copies same`` every copy
       is the SAME slice (the first), damaged at its fraction: a worse copy then holds no clean text that the
       clean copy lacks (a mirror of the same pages, less well extracted), where a disjoint copy's clean part
-      is text of the target's kind found nowhere else (benchmarks/RESULTS.md 11f, 11j). D's train documents are first cut
-      into pieces of about ``--piece-chars`` characters at paragraph breaks, and the damaged ones are spread
-      evenly through each file (in any prefix of m documents, floor(m k / n) are damaged): the
-      data-restricted recipe trains on the first tokens of each source only, which must carry the
-      copy's stated fraction too. Their val: D's val, damaged at the same fraction.
+      is text of the target's kind found nowhere else (benchmarks/RESULTS.md 11f, 11j). D's train
+      documents are first cut into pieces of about ``--piece-chars`` characters at paragraph breaks, and the
+      damaged ones are spread evenly through each file (in any prefix of m documents, floor(m k / n) are
+      damaged): the data-restricted recipe trains on the first tokens of each source only, which must carry
+      the copy's stated fraction too. Their val: D's val, damaged at the same fraction.
   junk        one large low-quality source: ``--junk-share`` of the train documents of every clean
       source (moved, not copied: junk shares no document with a clean source), interleaved across them,
       ``--junk-fraction`` of them damaged twice (two damage kinds each). Its val: damaged copies of the
@@ -76,6 +76,7 @@ from tandem_components.data import building_dataset_dir, iter_documents
 from tandem_components.errors import TandemError
 
 KINDS = ("shuffle", "boilerplate", "near_duplicate", "ocr")
+COPIES = ("disjoint", "same")  # --copies: each graded copy its own slice of the domain, or all the same one
 OCR_RATE = 0.03              # errors per non-space character
 NEAR_DUP_EDIT_RATE = 0.1     # words of the repeat dropped or swapped
 JUNK_KINDS_PER_DOC = 2
@@ -299,9 +300,6 @@ def _check(config: dict, domain: str, sources: list[str] | None, fractions: list
     if "junk" in kept:
         raise TandemError("--domain/--sources: 'junk' is the junk source's name; leave that domain out")
     return specs, sources
-
-
-COPIES = ("disjoint", "same")
 
 
 def build_corpus(config: dict, domain: str, sources: list[str] | None = None,
