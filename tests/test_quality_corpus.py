@@ -76,6 +76,11 @@ def _build(tmp_path, *extra: str) -> int:
                          "--output-dir", "data/shards/q", "--piece-chars", str(PIECE), *extra])
 
 
+def _prose_pieces(docs) -> list[str]:
+    """The graded domain's train documents as the tool cuts them, before it deals them into copies."""
+    return [p for d in docs["prose"]["train"] for p in TOOL["pieces"](d, PIECE)]
+
+
 def _files(root) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -94,7 +99,7 @@ def test_two_runs_write_byte_identical_files_whatever_the_global_random_state(co
 def test_graded_copies_are_disjoint_equal_slices_with_exactly_their_damaged_fraction_spread_evenly(corpus):
     tmp_path, docs = corpus
     assert _build(tmp_path) == 0
-    pieces = [p for d in docs["prose"]["train"] for p in TOOL["pieces"](d, PIECE)]
+    pieces = _prose_pieces(docs)
     assert len(pieces) > len(docs["prose"]["train"])  # the documents were cut
     n = len(pieces) // 4
     manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())["domains"]
@@ -119,7 +124,7 @@ def test_graded_copies_are_disjoint_equal_slices_with_exactly_their_damaged_frac
 def test_same_copies_damage_one_slice_so_a_worse_copy_holds_no_clean_text_the_clean_copy_lacks(corpus):
     tmp_path, docs = corpus
     assert _build(tmp_path, "--copies", "same") == 0
-    pieces = [p for d in docs["prose"]["train"] for p in TOOL["pieces"](d, PIECE)]
+    pieces = _prose_pieces(docs)
     n = len(pieces) // 4
     first = _read(tmp_path / "q" / TOOL["copy_name"]("prose", 0.0) / "train.jsonl.gz")
     assert first == TOOL["graded_slices"](pieces, 4, "slices|prose")[0]  # the disjoint build's first slice
